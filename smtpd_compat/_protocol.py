@@ -1,0 +1,142 @@
+"""Protocol rules of the SMTP server, as small pure functions.
+
+Nothing here touches a socket, so the rules can be tested on their own:
+envelope address splitting, ESMTP parameter parsing, DATA dot-unstuffing
+and the ``host:port`` specs of the command line.
+"""
+
+from __future__ import annotations
+
+import re
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from typing import Any, AnyStr
+
+__all__ = [
+    "AddressError",
+    "SpecError",
+    "parse_hostport",
+    "parse_params",
+    "parse_size",
+    "split_address",
+    "unstuff",
+]
+
+
+class AddressError(ValueError):
+    """An envelope address that the RFC 5322 parser cannot read."""
+
+
+class SpecError(ValueError):
+    """A bad ``host:port`` spec; ``part`` says which half was wrong."""
+
+    def __init__(self, part: str, spec: str) -> None:
+        super().__init__(f"bad {part}: {spec}")
+        self.part = part
+        self.spec = spec
+
+
+# An ordinary mailbox (dot-atom local part, dot-atom domain), the shape of
+# nearly every address a client sends.  Such addresses are split here
+# directly; anything else goes to the email package's parser, whose result
+# the fast path reproduces exactly for the shapes it accepts.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
+_PLAIN_MAILBOX = rf"{_DOT_ATOM}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_BARE_ADDRESS = re.compile(rf"({_PLAIN_MAILBOX})(?:[ \t]+|\Z)")
+_ANGLE_ADDRESS = re.compile(rf"<({_PLAIN_MAILBOX})>[ \t]*")
+
+
+def split_address(arg: str) -> tuple[str, str]:
+    """Split the argument of MAIL FROM:/RCPT TO:/VRFY into (address, rest).
+
+    ``address`` is the addr-spec as CPython's smtpd reported it (``'<>'``
+    for the null sender) and ``rest`` is the text after it, which holds
+    the ESMTP parameters.  An empty argument gives ``('', '')``.
+
+    Raises AddressError where the RFC 5322 parser gives up.
+    """
+    if not arg:
+        return "", ""
+    match = _ANGLE_ADDRESS.match(arg) or _BARE_ADDRESS.match(arg)
+    if match is not None:
+        rest = arg[match.end() :]
+        if not rest.startswith("("):
+            return match.group(1), rest
+    elif arg.startswith("<>") and not arg.startswith("<>>"):
+        return "<>", arg[2:]
+    token: Any
+    try:
+        if arg.lstrip().startswith("<"):
+            token, rest = get_angle_addr(arg)
+        else:
+            token, rest = get_addr_spec(arg)
+    except Exception as exc:  # the parser raises IndexError, HeaderParseError...
+        raise AddressError(arg) from exc
+    if not token:
+        return "", rest
+    return token.addr_spec, rest
+
+
+def parse_params(params: list[str]) -> dict[str, str | bool] | None:
+    """Turn ESMTP parameters (``['SIZE=10', 'SMTPUTF8']``) into a dict.
+
+    A keyword without a value maps to True.  Returns None when any
+    parameter is malformed (RFC 1869: an alphanumeric keyword, and a
+    non-empty value after ``=``).
+    """
+    result: dict[str, str | bool] = {}
+    for param in params:
+        keyword, equals, value = param.partition("=")
+        if not keyword.isalnum() or (equals and not value):
+            return None
+        result[keyword] = value if equals else True
+    return result
+
+
+def parse_size(value: str | bool) -> int | None:
+    """The byte count of a ``SIZE=`` parameter, or None if it is no number."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def unstuff(raw: AnyStr) -> AnyStr:
+    """Undo DATA transparency (RFC 5321, 4.5.2) and join lines with LF.
+
+    ``raw`` is the message as sent, lines separated by CRLF, without the
+    final ``CRLF.CRLF``.  One leading dot is removed from every line that
+    starts with a dot.  Works on bytes and on str, in bulk operations.
+    """
+    if isinstance(raw, bytes):
+        return _unstuff(raw, b"\r\n", b"\r\n.", b"\n", b".")
+    return _unstuff(raw, "\r\n", "\r\n.", "\n", ".")
+
+
+def _unstuff(
+    raw: AnyStr, crlf: AnyStr, crlf_dot: AnyStr, lf: AnyStr, dot: AnyStr
+) -> AnyStr:
+    if raw.startswith(dot):
+        raw = raw[1:]
+    if crlf_dot in raw:
+        raw = raw.replace(crlf_dot, crlf)
+    return raw.replace(crlf, lf)
+
+
+def parse_hostport(spec: str) -> tuple[str, int]:
+    """Split a command line spec ``host:port`` (or ``[v6addr]:port``).
+
+    As CPython's smtpd did, the host ends at the first colon; a bracketed
+    IPv6 address is accepted as well.  Raises SpecError with ``part``
+    'spec' when there is no port separator, 'port' when the port is not
+    an integer.
+    """
+    if spec.startswith("[") and "]:" in spec:
+        host, _, port = spec[1:].partition("]:")
+    else:
+        host, colon, port = spec.partition(":")
+        if not colon:
+            raise SpecError("spec", spec)
+    try:
+        return host, int(port)
+    except ValueError:
+        raise SpecError("port", spec) from None

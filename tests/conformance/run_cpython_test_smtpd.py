@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Run CPython 3.11's own smtpd test module against smtpd_compat.
+
+The upstream test file is not part of this repository.  It is looked up at
+run time (see ``find_upstream_tests``), copied into a scratch directory with
+two import lines rewritten so that it exercises our package, and executed
+with unittest under whatever interpreter runs this script.  The interpreter's
+own ``test.support`` and ``test.mock_socket`` helpers are used.
+
+Exit status is 0 only when exactly ``--expect`` tests ran and every one of
+them passed; skips, expected failures and unexpected successes all count as
+problems.  The final line printed is always::
+
+    conformance: N passed, M failed
+"""
+
+import argparse
+import glob
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+import unittest
+
+ENV_OVERRIDE = "SMTPD_COMPAT_CPYTHON_TESTS"
+UPSTREAM_NAME = "test_smtpd.py"
+ADAPTED_MODULE = "cpython_test_smtpd_adapted"
+DEFAULT_EXPECT = 153
+
+# (line that must appear exactly once upstream, replacement template)
+REWRITES = [
+    (
+        "smtpd = warnings_helper.import_deprecated('smtpd')",
+        "import {module} as smtpd",
+    ),
+    (
+        "asyncore = warnings_helper.import_deprecated('asyncore')",
+        "asyncore = smtpd.asyncore",
+    ),
+]
+
+
+class ConformanceSetupError(Exception):
+    """Raised when the upstream tests cannot be found or adapted."""
+
+
+def _pyenv_root():
+    """Best guess at the pyenv root: `pyenv root`, $PYENV_ROOT, ~/.pyenv."""
+    exe = shutil.which("pyenv")
+    if exe:
+        try:
+            out = subprocess.run(
+                [exe, "root"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if out:
+            return out
+    env_root = os.environ.get("PYENV_ROOT")
+    if env_root:
+        return env_root
+    return os.path.join(os.path.expanduser("~"), ".pyenv")
+
+
+def _version_key(path):
+    """Sort key: numeric parts of the pyenv version directory name."""
+    version_dir = path.split(os.sep + "versions" + os.sep, 1)[-1].split(os.sep, 1)[0]
+    return [int(part) for part in re.findall(r"\d+", version_dir)]
+
+
+def find_upstream_tests():
+    """Return the path of CPython 3.11's test_smtpd.py or raise."""
+    override = os.environ.get(ENV_OVERRIDE)
+    if override:
+        candidate = override
+        if os.path.isdir(candidate):
+            candidate = os.path.join(candidate, UPSTREAM_NAME)
+        if not os.path.isfile(candidate):
+            raise ConformanceSetupError(
+                f"{ENV_OVERRIDE} is set to {override!r} but no {UPSTREAM_NAME} exists there"
+            )
+        return candidate
+
+    root = _pyenv_root()
+    pattern = os.path.join(
+        root, "versions", "3.11*", "lib", "python3.11", "test", UPSTREAM_NAME
+    )
+    hits = sorted(glob.glob(pattern), key=_version_key)
+    if not hits:
+        raise ConformanceSetupError(
+            f"could not find CPython 3.11's {UPSTREAM_NAME} (looked for {pattern}); install "
+            f"Python 3.11 with pyenv or set {ENV_OVERRIDE} to the file"
+        )
+    return hits[-1]
+
+
+def adapt_source(text, module):
+    """Rewrite the upstream import lines so the tests use *module*."""
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", module):
+        raise ConformanceSetupError(f"not a module name: {module!r}")
+    lines = text.splitlines(True)
+    for original, template in REWRITES:
+        positions = [
+            i for i, line in enumerate(lines) if line.rstrip("\r\n") == original
+        ]
+        if len(positions) != 1:
+            raise ConformanceSetupError(
+                f"expected exactly one line {original!r} in the upstream file, found {len(positions)}; "
+                "the upstream tests changed and this script needs updating"
+            )
+        index = positions[0]
+        ending = lines[index][len(original) :]
+        lines[index] = template.format(module=module) + ending
+    return "".join(lines)
+
+
+def load_adapted_suite(source_path, module, workdir):
+    """Write the adapted copy into *workdir* and load its tests."""
+    with open(source_path, encoding="utf-8") as handle:
+        adapted = adapt_source(handle.read(), module)
+    target = os.path.join(workdir, ADAPTED_MODULE + ".py")
+    with open(target, "w", encoding="utf-8") as handle:
+        handle.write(adapted)
+    sys.path.insert(0, workdir)
+    try:
+        importlib.invalidate_caches()
+        test_module = importlib.import_module(ADAPTED_MODULE)
+    finally:
+        sys.path.remove(workdir)
+    return unittest.defaultTestLoader.loadTestsFromModule(test_module)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--module",
+        default="smtpd_compat",
+        help="module to test in place of smtpd (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--expect",
+        type=int,
+        default=DEFAULT_EXPECT,
+        help="number of tests that must run and pass (default: %(default)s)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every test")
+    args = parser.parse_args(argv)
+
+    try:
+        upstream = find_upstream_tests()
+    except ConformanceSetupError as exc:
+        print(f"error: {exc}")
+        print("conformance: 0 passed, 0 failed")
+        return 2
+
+    print(f"upstream tests: {upstream}")
+    print(f"module under test: {args.module}")
+    print(f"interpreter: {sys.executable} ({sys.version.split()[0]})")
+    sys.stdout.flush()
+
+    workdir = tempfile.mkdtemp(prefix="smtpd-compat-conformance-")
+    try:
+        try:
+            suite = load_adapted_suite(upstream, args.module, workdir)
+        except ConformanceSetupError as exc:
+            print(f"error: {exc}")
+            print("conformance: 0 passed, 0 failed")
+            return 2
+        except unittest.SkipTest as exc:
+            print(f"error: the whole upstream module skipped itself: {exc}")
+            print("conformance: 0 passed, 0 failed")
+            return 1
+        except Exception:  # noqa: BLE001 - any import failure must be reported
+            traceback.print_exc(file=sys.stdout)
+            print("error: importing the adapted upstream tests failed")
+            print("conformance: 0 passed, 0 failed")
+            return 1
+        runner = unittest.TextTestRunner(
+            stream=sys.stdout, verbosity=2 if args.verbose else 1
+        )
+        result = runner.run(suite)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        sys.modules.pop(ADAPTED_MODULE, None)
+
+    unexpected = len(result.unexpectedSuccesses)
+    expected_failures = len(result.expectedFailures)
+    skipped = len(result.skipped)
+    bad = (
+        len(result.failures)
+        + len(result.errors)
+        + unexpected
+        + expected_failures
+        + skipped
+    )
+    passed = result.testsRun - bad
+
+    for test, reason in result.skipped:
+        print(f"skipped (counted as failure): {test.id()} -- {reason}")
+    for test, _ in result.expectedFailures:
+        print(f"expected failure (counted as failure): {test.id()}")
+    for test in result.unexpectedSuccesses:
+        print(f"unexpected success (counted as failure): {test.id()}")
+
+    ok = bad == 0 and result.testsRun == args.expect
+    print(
+        "ran {} tests (expected {}): {} failures, {} errors, {} skipped, "
+        "{} expected failures, {} unexpected successes -> {}".format(
+            result.testsRun,
+            args.expect,
+            len(result.failures),
+            len(result.errors),
+            skipped,
+            expected_failures,
+            unexpected,
+            "OK" if ok else "NOT OK",
+        )
+    )
+    if result.testsRun != args.expect:
+        print(f"error: {result.testsRun} tests ran but {args.expect} were expected")
+    print(f"conformance: {passed} passed, {bad} failed")
+    sys.stdout.flush()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

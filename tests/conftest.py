@@ -1,0 +1,362 @@
+"""Shared fixtures and helpers for the smtpd_compat test-suite.
+
+Everything here talks to real sockets bound to 127.0.0.1 (or ::1) on
+OS-assigned ports.  Each server gets its own private asyncore socket map which
+is driven by a daemon thread; teardown always stops the thread and closes every
+dispatcher that was registered in that map.
+"""
+
+import collections
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+
+import smtpd_compat
+from smtpd_compat import asyncore
+
+#: Bounded timeout (seconds) for every blocking operation in the suite.
+TIMEOUT = 5.0
+
+#: The name the server puts in its greeting / HELO reply.
+FQDN = socket.getfqdn()
+
+VERSION = "Python SMTP proxy version 0.3"
+
+#: Greeting line as sent by the server, including the line terminator.
+GREETING = ("220 %s %s\r\n" % (FQDN, VERSION)).encode("ascii")
+
+
+def has_ipv6():
+    """True when a TCP socket can be bound to ::1."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+requires_ipv6 = pytest.mark.skipif(not has_ipv6(), reason="IPv6 loopback unavailable")
+
+
+# ---------------------------------------------------------------------------
+# Servers
+# ---------------------------------------------------------------------------
+
+Delivery = collections.namedtuple("Delivery", "peer mailfrom rcpttos data kwargs")
+
+
+class RecordingServer(smtpd_compat.SMTPServer):
+    """Keeps every delivered message; answers with ``self.status``."""
+
+    status = None
+
+    def __init__(self, *args, **kwargs):
+        self.deliveries = []
+        smtpd_compat.SMTPServer.__init__(self, *args, **kwargs)
+
+    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+        self.deliveries.append(Delivery(peer, mailfrom, list(rcpttos), data, kwargs))
+        return self.status
+
+
+def server_address(server):
+    """(host, port) the listening socket of ``server`` is bound to."""
+    return server.socket.getsockname()[:2]
+
+
+class LoopRunner(object):
+    """Drives ``asyncore.loop`` over one socket map in a daemon thread."""
+
+    def __init__(self, sock_map, use_poll=False):
+        self.map = sock_map
+        self.use_poll = use_poll
+        self.stop_flag = threading.Event()
+        self.errors = []
+        self.thread = threading.Thread(target=self._run, name="smtpd-loop")
+        self.thread.daemon = True
+
+    def _run(self):
+        try:
+            while not self.stop_flag.is_set():
+                if self.map:
+                    asyncore.loop(timeout=0.05, map=self.map,
+                                  use_poll=self.use_poll, count=1)
+                else:
+                    time.sleep(0.01)
+        except BaseException:  # pragma: no cover - reported at teardown
+            self.errors.append(sys.exc_info())
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join(TIMEOUT)
+        try:
+            asyncore.close_all(map=self.map, ignore_all=True)
+        finally:
+            self.map.clear()
+        if self.thread.is_alive():  # pragma: no cover
+            raise AssertionError("server loop thread did not stop")
+        if self.errors:  # pragma: no cover
+            exc_type, exc, tb = self.errors[0]
+            raise AssertionError("exception escaped the server loop: %r" % (exc,))
+
+
+@pytest.fixture
+def serve():
+    """Factory: ``serve(cls=RecordingServer, host='127.0.0.1', use_poll=False, **kw)``.
+
+    Creates the server on a private socket map, starts the loop thread and
+    returns the server object (its map is ``server._map``).
+    """
+    runners = []
+
+    def start(server_class=RecordingServer, host="127.0.0.1", use_poll=False,
+              remoteaddr=None, **kwargs):
+        sock_map = {}
+        server = server_class((host, 0), remoteaddr, map=sock_map, **kwargs)
+        runner = LoopRunner(sock_map, use_poll=use_poll)
+        server.test_runner = runner
+        runners.append(runner)
+        runner.start()
+        return server
+
+    yield start
+    problems = []
+    for runner in runners:
+        try:
+            runner.stop()
+        except AssertionError as exc:  # pragma: no cover
+            problems.append(str(exc))
+    if problems:  # pragma: no cover
+        pytest.fail("; ".join(problems))
+
+
+@pytest.fixture
+def server(serve):
+    """A RecordingServer with default options."""
+    return serve()
+
+
+# ---------------------------------------------------------------------------
+# Clients
+# ---------------------------------------------------------------------------
+
+
+class PeerClosed(Exception):
+    """The server closed the connection before a full reply arrived."""
+
+
+class RawClient(object):
+    """Minimal line-oriented SMTP client over a plain socket.
+
+    ``cmd`` sends one command line and returns the raw bytes of the complete
+    reply (every line, CRLFs included).
+    """
+
+    def __init__(self, address, family=socket.AF_INET, read_greeting=True):
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(address)
+        self.buffer = b""
+        self.greeting = self.read_reply() if read_greeting else None
+
+    @property
+    def local_address(self):
+        return self.sock.getsockname()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise PeerClosed(self.buffer)
+        self.buffer += chunk
+
+    def read_line(self):
+        while b"\r\n" not in self.buffer:
+            self._fill()
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line + b"\r\n"
+
+    def read_reply(self):
+        """Read lines until the last line of one reply (``NNN`` + not ``-``)."""
+        lines = []
+        while True:
+            line = self.read_line()
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"".join(lines)
+
+    def cmd(self, line):
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        self.send(line + b"\r\n")
+        return self.read_reply()
+
+    def read_until_eof(self):
+        """Everything the server still sends before it closes the connection."""
+        data = self.buffer
+        self.buffer = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:  # pragma: no cover
+            pass
+
+
+@pytest.fixture
+def connect():
+    """Factory: ``connect(server_or_address)`` -> RawClient (greeting read)."""
+    clients = []
+
+    def make(target, read_greeting=True):
+        if isinstance(target, tuple):
+            address = target
+        else:
+            address = target.socket.getsockname()
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        client = RawClient(address, family=family, read_greeting=read_greeting)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def client(server, connect):
+    """A RawClient connected to the default ``server`` fixture."""
+    return connect(server)
+
+
+def wait_for(predicate, timeout=TIMEOUT, interval=0.01):
+    """Poll ``predicate`` until it is truthy; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def data_reply_ok(client, body, terminator=b"\r\n.\r\n"):
+    """Send a DATA body (already transparent) and return the reply."""
+    client.send(body + terminator)
+    return client.read_reply()
+
+
+def do_transaction(client, mailfrom="a@example.com", rcpts=("b@example.com",),
+                   body=b"Subject: hi\r\n\r\nhello", greet=b"HELO client"):
+    """Run a complete mail transaction and return the final reply."""
+    if greet:
+        assert client.cmd(greet).startswith(b"250")
+    assert client.cmd("MAIL FROM:<%s>" % mailfrom) == b"250 OK\r\n"
+    for rcpt in rcpts:
+        assert client.cmd("RCPT TO:<%s>" % rcpt) == b"250 OK\r\n"
+    assert client.cmd(b"DATA") == b"354 End data with <CR><LF>.<CR><LF>\r\n"
+    return data_reply_ok(client, body)
+
+
+# ---------------------------------------------------------------------------
+# Channels without a listening server
+# ---------------------------------------------------------------------------
+
+
+class DummyServer(object):
+    """Stand-in for SMTPServer when a channel is built directly."""
+
+    def __init__(self):
+        self.deliveries = []
+        self.status = None
+
+    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+        self.deliveries.append(Delivery(peer, mailfrom, list(rcpttos), data, kwargs))
+        return self.status
+
+
+@pytest.fixture
+def private_map():
+    """A private asyncore map; every dispatcher left in it is closed at the end."""
+    sock_map = {}
+    yield sock_map
+    asyncore.close_all(map=sock_map, ignore_all=True)
+    sock_map.clear()
+
+
+@pytest.fixture
+def sockpair():
+    """A connected socket pair; both ends closed at the end."""
+    left, right = socket.socketpair()
+    left.settimeout(TIMEOUT)
+    right.settimeout(TIMEOUT)
+    yield left, right
+    for sock in (left, right):
+        try:
+            sock.close()
+        except OSError:  # pragma: no cover
+            pass
+
+
+def pump(sock_map, until=None, timeout=TIMEOUT):
+    """Run one-shot asyncore iterations over ``sock_map``.
+
+    Without ``until`` a handful of iterations are run; with it, iterations run
+    until ``until()`` is truthy or the deadline passes.  Returns ``until()``.
+    """
+    if until is None:
+        asyncore.loop(timeout=0.01, count=5, map=sock_map)
+        return None
+    deadline = time.monotonic() + timeout
+    while True:
+        result = until()
+        if result or time.monotonic() >= deadline:
+            return result
+        asyncore.loop(timeout=0.01, count=1, map=sock_map)
+
+
+def quiet_import(name):
+    """Import a module while silencing its DeprecationWarning (asyncore...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return __import__(name)
+
+
+def subprocess_env(extra_paths=()):
+    """Environment for child interpreters importing the same smtpd_compat."""
+    env = dict(os.environ)
+    package_file = getattr(smtpd_compat, "__file__", None) or ""
+    paths = list(extra_paths)
+    if os.path.basename(package_file) == "__init__.py":
+        paths.append(os.path.dirname(os.path.dirname(os.path.abspath(package_file))))
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("PYTHONWARNINGS", None)
+    return env

@@ -1,0 +1,342 @@
+"""The asynchat layer: smtpd_compat.asynchat.async_chat / simple_producer."""
+
+import socket
+import time
+
+import pytest
+
+from smtpd_compat import asynchat, asyncore
+from conftest import TIMEOUT, pump
+
+
+class Collector(asynchat.async_chat):
+    """Records every chunk and every complete item."""
+
+    def __init__(self, sock, sock_map, terminator=b"\r\n"):
+        asynchat.async_chat.__init__(self, sock, map=sock_map)
+        self.chunks = []
+        self.items = []
+        self.terminators_seen = []
+        self.next_terminators = []
+        self.set_terminator(terminator)
+
+    def collect_incoming_data(self, data):
+        self.chunks.append(data)
+
+    def found_terminator(self):
+        self.terminators_seen.append(self.get_terminator())
+        self.items.append(b"".join(self.chunks))
+        self.chunks = []
+        if self.next_terminators:
+            self.set_terminator(self.next_terminators.pop(0))
+
+
+@pytest.fixture
+def chat(private_map, sockpair):
+    left, right = sockpair
+    return Collector(left, private_map)
+
+
+@pytest.fixture
+def peer(sockpair):
+    return sockpair[1]
+
+
+def recv_exactly(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_to_eof(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def drain(sock, sock_map, size, timeout=TIMEOUT):
+    """Pump ``sock_map`` while reading ``size`` bytes from ``sock``."""
+    deadline = time.monotonic() + timeout
+    parts = []
+    got = 0
+    sock.settimeout(0.01)
+    try:
+        while got < size and time.monotonic() < deadline:
+            asyncore.loop(timeout=0.01, count=1, map=sock_map)
+            try:
+                chunk = sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+    finally:
+        sock.settimeout(TIMEOUT)
+    return b"".join(parts)
+
+
+def test_class_attributes():
+    assert asynchat.async_chat.ac_in_buffer_size == 65536
+    assert asynchat.async_chat.ac_out_buffer_size == 65536
+    assert asynchat.async_chat.use_encoding == 0
+    assert asynchat.async_chat.encoding == "latin-1"
+
+
+def test_is_a_dispatcher(chat):
+    assert issubclass(asynchat.async_chat, asyncore.dispatcher)
+    assert isinstance(chat, asyncore.dispatcher)
+
+
+def test_registered_in_private_map(chat, private_map):
+    assert private_map[chat.socket.fileno()] is chat
+
+
+def test_bytes_terminator(chat, peer, private_map):
+    peer.sendall(b"one\r\ntwo\r\nthr")
+    pump(private_map, until=lambda: len(chat.items) == 2)
+    assert chat.items == [b"one", b"two"]
+    peer.sendall(b"ee\r\n")
+    pump(private_map, until=lambda: len(chat.items) == 3)
+    assert chat.items == [b"one", b"two", b"three"]
+
+
+def test_terminator_split_across_reads(chat, peer, private_map):
+    peer.sendall(b"abc\r")
+    pump(private_map, until=lambda: chat.chunks)
+    pump(private_map)
+    assert chat.items == []
+    # The possible start of the terminator is held back.
+    assert b"".join(chat.chunks) == b"abc"
+    peer.sendall(b"\ndef\r\n")
+    pump(private_map, until=lambda: len(chat.items) == 2)
+    assert chat.items == [b"abc", b"def"]
+
+
+def test_long_terminator_byte_by_byte(private_map, sockpair):
+    left, right = sockpair
+    chat = Collector(left, private_map, terminator=b"\r\n.\r\n")
+    payload = b"line one\r\n.not end\r\nline\r\r\n.\r\nafter"
+    for i in range(len(payload)):
+        right.sendall(payload[i:i + 1])
+        pump(private_map, until=lambda: chat.ac_in_buffer == b"" or chat.items, timeout=1)
+    pump(private_map, until=lambda: chat.items)
+    assert chat.items == [b"line one\r\n.not end\r\nline\r"]
+    pump(private_map, until=lambda: b"".join(chat.chunks) == b"after")
+    assert b"".join(chat.chunks) == b"after"
+
+
+def test_empty_items(chat, peer, private_map):
+    peer.sendall(b"\r\n\r\nx\r\n")
+    pump(private_map, until=lambda: len(chat.items) == 3)
+    assert chat.items == [b"", b"", b"x"]
+
+
+def test_int_terminator(chat, peer, private_map):
+    chat.set_terminator(5)
+    chat.next_terminators.append(b"\n")
+    peer.sendall(b"abc")
+    pump(private_map, until=lambda: chat.get_terminator() == 2)
+    assert chat.get_terminator() == 2
+    assert chat.items == []
+    peer.sendall(b"defgh\nij\n")
+    pump(private_map, until=lambda: len(chat.items) == 3)
+    assert chat.items == [b"abcde", b"fgh", b"ij"]
+    # When the count is reached the terminator has counted down to zero.
+    assert chat.terminators_seen == [0, b"\n", b"\n"]
+
+
+def test_int_terminator_exact(chat, peer, private_map):
+    chat.set_terminator(4)
+    chat.next_terminators.append(3)
+    peer.sendall(b"1234567")
+    pump(private_map, until=lambda: len(chat.items) == 2)
+    assert chat.items == [b"1234", b"567"]
+
+
+def test_none_terminator_collects_everything(chat, peer, private_map):
+    chat.set_terminator(None)
+    assert chat.get_terminator() is None
+    peer.sendall(b"a\r\nb\r\n.\r\n")
+    pump(private_map, until=lambda: b"".join(chat.chunks) == b"a\r\nb\r\n.\r\n")
+    assert b"".join(chat.chunks) == b"a\r\nb\r\n.\r\n"
+    assert chat.items == []
+
+
+def test_set_get_terminator(chat):
+    assert chat.get_terminator() == b"\r\n"
+    for value in (b"\n", b"END", 0, 17, None):
+        chat.set_terminator(value)
+        assert chat.get_terminator() == value
+
+
+def test_negative_int_terminator(chat):
+    with pytest.raises(ValueError):
+        chat.set_terminator(-1)
+
+
+@pytest.mark.parametrize("value", ["text", 5, None, [b"x"]])
+def test_push_requires_bytes(chat, value):
+    with pytest.raises(TypeError):
+        chat.push(value)
+
+
+@pytest.mark.parametrize("value", [b"abc", bytearray(b"abc"), memoryview(b"abc")])
+def test_push_bytes_like(chat, peer, private_map, value):
+    chat.push(value)
+    pump(private_map, until=lambda: not chat.writable())
+    assert recv_exactly(peer, 3) == b"abc"
+
+
+def test_push_large(chat, peer, private_map):
+    data = bytes(range(256)) * 1024  # 256 KiB, more than ac_out_buffer_size
+    chat.push(data)
+    received = drain(peer, private_map, len(data))
+    assert received == data
+
+
+def test_simple_producer_chunks():
+    producer = asynchat.simple_producer(b"abcdefghij", buffer_size=4)
+    assert [producer.more() for _ in range(4)] == [b"abcd", b"efgh", b"ij", b""]
+
+
+def test_simple_producer_default_size():
+    data = b"x" * 1300
+    producer = asynchat.simple_producer(data)
+    chunks = []
+    while True:
+        chunk = producer.more()
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert b"".join(chunks) == data
+    assert len(chunks) > 1
+
+
+def test_push_with_producer(chat, peer, private_map):
+    data = b"0123456789" * 100
+    chat.push_with_producer(asynchat.simple_producer(data, buffer_size=7))
+    pump(private_map, until=lambda: not chat.writable())
+    assert recv_exactly(peer, len(data)) == data
+
+
+def test_push_and_producer_keep_order(chat, peer, private_map):
+    chat.push(b"first;")
+    chat.push_with_producer(asynchat.simple_producer(b"second;", buffer_size=2))
+    chat.push(b"third")
+    pump(private_map, until=lambda: not chat.writable())
+    assert recv_exactly(peer, 18) == b"first;second;third"
+
+
+def test_close_when_done(chat, peer, private_map):
+    chat.push(b"goodbye\r\n")
+    chat.close_when_done()
+    pump(private_map, until=lambda: not private_map)
+    assert not private_map
+    assert recv_to_eof(peer) == b"goodbye\r\n"
+
+
+def test_close_when_done_after_producer(chat, peer, private_map):
+    data = b"z" * 5000
+    chat.push_with_producer(asynchat.simple_producer(data, buffer_size=100))
+    chat.close_when_done()
+    pump(private_map, until=lambda: not private_map)
+    assert recv_to_eof(peer) == data
+
+
+BIG = b"q" * (16 * 1024 * 1024)
+
+
+def test_discard_buffers(chat, peer, private_map):
+    chat.set_terminator(b"\n")
+    peer.sendall(b"partial")
+    pump(private_map, until=lambda: chat.chunks or chat.ac_in_buffer)
+    # Far more than the socket buffers hold: most of it stays queued.
+    chat.push(BIG)
+    assert chat.writable()
+    chat.discard_buffers()
+    assert chat.ac_in_buffer == b""
+    assert not chat.writable()
+    pump(private_map)
+    peer.setblocking(False)
+    received = 0
+    try:
+        while True:
+            chunk = peer.recv(1 << 20)
+            if not chunk:
+                break
+            received += len(chunk)
+    except BlockingIOError:
+        pass
+    assert received < len(BIG)
+
+
+def test_readable_writable(chat, peer, private_map):
+    assert chat.readable()
+    assert not chat.writable()
+    chat.push(BIG)
+    assert chat.writable()
+    assert len(drain(peer, private_map, len(BIG))) == len(BIG)
+    assert not chat.writable()
+    assert chat.readable()
+
+
+def test_peer_close_calls_handle_close(chat, peer, private_map):
+    peer.sendall(b"tail")
+    peer.close()
+    pump(private_map, until=lambda: not private_map)
+    assert not private_map
+    assert b"".join(chat.chunks) == b"tail"
+
+
+def test_abstract_methods():
+    chat = asynchat.async_chat()
+    try:
+        with pytest.raises(NotImplementedError):
+            chat.collect_incoming_data(b"x")
+        with pytest.raises(NotImplementedError):
+            chat.found_terminator()
+    finally:
+        chat.close()
+
+
+def test_collect_helpers(private_map, sockpair):
+    class Simple(asynchat.async_chat):
+        def __init__(self, sock, sock_map):
+            asynchat.async_chat.__init__(self, sock, map=sock_map)
+            self.set_terminator(b";")
+            self.items = []
+
+        def collect_incoming_data(self, data):
+            self._collect_incoming_data(data)
+
+        def found_terminator(self):
+            self.items.append(self._get_data())
+
+    left, right = sockpair
+    chat = Simple(left, private_map)
+    right.sendall(b"ab;cd;")
+    pump(private_map, until=lambda: len(chat.items) == 2)
+    assert chat.items == [b"ab", b"cd"]
+
+
+@pytest.mark.skipif(not hasattr(asynchat, "find_prefix_at_end"),
+                    reason="find_prefix_at_end not provided")
+@pytest.mark.parametrize("haystack,needle,expected", [
+    (b"abc\r", b"\r\n", 1),
+    (b"abc", b"\r\n", 0),
+    (b"abc\r\n", b"\r\n", 0),
+    (b"ab\r\n.", b"\r\n.\r\n", 3),
+    (b"ab\r\n.\r", b"\r\n.\r\n", 4),
+    (b"\r", b"\r\n", 1),
+    (b"", b"\r\n", 0),
+])
+def test_find_prefix_at_end(haystack, needle, expected):
+    assert asynchat.find_prefix_at_end(haystack, needle) == expected

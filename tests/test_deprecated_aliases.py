@@ -1,0 +1,125 @@
+"""The name-mangled ``_SMTPChannel__*`` attributes kept for old subclasses."""
+
+import warnings
+
+import pytest
+
+import smtpd_compat
+from conftest import DummyServer, RecordingServer
+
+ALIASES = [
+    ("server", "smtp_server"),
+    ("line", "received_lines"),
+    ("state", "smtp_state"),
+    ("greeting", "seen_greeting"),
+    ("mailfrom", "mailfrom"),
+    ("rcpttos", "rcpttos"),
+    ("data", "received_data"),
+    ("fqdn", "fqdn"),
+    ("peer", "peer"),
+    ("conn", "conn"),
+    ("addr", "addr"),
+]
+
+
+@pytest.fixture
+def channel(private_map, sockpair):
+    left, right = sockpair
+    return smtpd_compat.SMTPChannel(DummyServer(), left, ("127.0.0.1", 2525),
+                                    map=private_map)
+
+
+def test_eleven_aliases_exist():
+    for old, new in ALIASES:
+        assert isinstance(getattr(smtpd_compat.SMTPChannel, "_SMTPChannel__" + old),
+                          property), old
+
+
+@pytest.mark.parametrize("old,new", ALIASES)
+def test_get_warns_and_reads(channel, old, new):
+    marker = object()
+    setattr(channel, new, marker)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = getattr(channel, "_SMTPChannel__" + old)
+    assert value is marker
+    assert len(caught) == 1
+    assert caught[0].category is DeprecationWarning
+    assert caught[0].filename == __file__
+    assert new in str(caught[0].message)
+
+
+@pytest.mark.parametrize("old,new", ALIASES)
+def test_set_warns_and_writes(channel, old, new):
+    marker = object()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        setattr(channel, "_SMTPChannel__" + old, marker)
+    assert getattr(channel, new) is marker
+    assert len(caught) == 1
+    assert caught[0].category is DeprecationWarning
+    assert caught[0].filename == __file__
+    assert new in str(caught[0].message)
+
+
+def test_plain_attribute_syntax(channel):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        server = channel._SMTPChannel__server
+        channel._SMTPChannel__greeting = "client.example"
+    assert server is channel.smtp_server
+    assert channel.seen_greeting == "client.example"
+    assert [w.category for w in caught] == [DeprecationWarning, DeprecationWarning]
+    assert {w.filename for w in caught} == {__file__}
+
+
+def test_warning_is_an_error_when_asked(channel):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        with pytest.raises(DeprecationWarning):
+            channel._SMTPChannel__state
+
+
+class LegacyChannel(smtpd_compat.SMTPChannel):
+    """A subclass written against the pre-3.3 private attribute names."""
+
+    def smtp_WHO(self, arg):
+        # Inside this class ``self.__peer`` would mangle to ``_LegacyChannel__peer``,
+        # so old code reached the base class attributes explicitly.
+        peer = self._SMTPChannel__peer
+        self._SMTPChannel__greeting = arg
+        self._SMTPChannel__mailfrom = "legacy@example.com"
+        self.push("250 %s:%d" % peer[:2])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_subclass_uses_aliases(serve, connect):
+    class Server(RecordingServer):
+        channel_class = LegacyChannel
+
+    server = serve(Server)
+    client = connect(server)
+    reply = client.cmd("WHO old.example")
+    host, port = client.local_address[:2]
+    assert reply == ("250 %s:%d\r\n" % (host, port)).encode("ascii")
+    # Greeting and sender were set through the aliases: no HELO/MAIL needed.
+    assert client.cmd("RCPT TO:<r@example.com>") == b"250 OK\r\n"
+    assert client.cmd("DATA").startswith(b"354")
+    client.send(b"body\r\n.\r\n")
+    assert client.read_reply() == b"250 OK\r\n"
+    [delivery] = server.deliveries
+    assert (delivery.mailfrom, delivery.rcpttos) == ("legacy@example.com", ["r@example.com"])
+
+
+def test_subclass_alias_warning_points_at_subclass(channel):
+    class Sub(smtpd_compat.SMTPChannel):
+        def peek(self):
+            return self._SMTPChannel__fqdn
+
+    channel.__class__ = Sub
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert channel.peek() == channel.fqdn
+    assert len(caught) == 1
+    assert caught[0].filename == __file__
+    assert caught[0].lineno == Sub.peek.__code__.co_firstlineno + 1
