@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 from . import _protocol
 from .asynchat import async_chat, asyncore
 
-__all__ = ["DebuggingServer", "PureProxy", "SMTPChannel", "SMTPServer"]
+__all__ = ["DebuggingServer", "MailmanProxy", "PureProxy", "SMTPChannel", "SMTPServer"]
 
 program = sys.argv[0]
 __version__ = "Python SMTP proxy version 0.3"
@@ -63,6 +63,10 @@ DATA_SIZE_DEFAULT = 33554432
 # replaced by a test double that lacks them.
 _TCP_NODELAY_OPTION = (socket.IPPROTO_TCP, socket.TCP_NODELAY)
 _LISTEN_BACKLOG = 1024
+# accept() errors that mean "not now" rather than "broken", and how long
+# (seconds) to stop accepting after one.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_PAUSE = 0.1
 _LOCAL_ERROR = "451 Requested action aborted: local error in processing"
 _BAD_SYNTAX = "500 Error: bad syntax"
 
@@ -148,6 +152,9 @@ Options:
                       the limit with the SIZE extension (RFC 1870);
                       without it, message size is not limited
   -u, --smtputf8      offer the SMTPUTF8 extension (RFC 6531)
+  -t, --idle-timeout SECONDS
+                      disconnect clients that stay silent this long, after
+                      a 421 reply; without it, clients may idle forever
   -d, --debug         print protocol details on stderr
   -V, --version       print the version and exit
   -h, --help          print this help and exit
@@ -201,6 +208,13 @@ class SMTPChannel(async_chat):
         self.data_size_limit = data_size_limit
         self.enable_SMTPUTF8 = enable_SMTPUTF8
         self._decode_data = decode_data
+        # Private attributes of CPython's smtpd that subclasses rely on
+        # (CPython's own smtplib tests join received_lines with
+        # _emptystring).
+        self._emptystring: Any = "" if decode_data else b""
+        self._linesep: Any = "\r\n" if decode_data else b"\r\n"
+        self._dotsep: Any = "." if decode_data else ord(b".")
+        self._newline: Any = NEWLINE if decode_data else b"\n"
         self.mail_options: list[str] = []
         self.rcpt_options: list[str] = []
         self._set_rset_state()
@@ -223,6 +237,7 @@ class SMTPChannel(async_chat):
             conn.setsockopt(*_TCP_NODELAY_OPTION, 1)
         except (OSError, AttributeError, TypeError):
             pass  # not TCP
+        self._last_activity = time.monotonic()
         _debug("Peer:", repr(self.peer))
         self.push("220 %s %s" % (self.fqdn, __version__))
 
@@ -240,9 +255,34 @@ class SMTPChannel(async_chat):
         """Reset everything but the greeting (RSET, HELO, EHLO)."""
         self._set_post_data_state()
         self.received_data: Any = ""
-        self.received_lines: list[bytes] = []
+        self.received_lines: list[Any] = []
 
     # -- the wire --------------------------------------------------------
+
+    _last_activity = 0.0
+    _idle_notice_sent = False
+
+    def handle_read(self) -> None:
+        self._last_activity = time.monotonic()
+        async_chat.handle_read(self)
+
+    def _close_if_idle(self, now: float, timeout: float | None) -> None:
+        """Enforce the server's idle timeout.
+
+        A client silent for ``timeout`` seconds is told 421 and disconnected
+        once that reply is sent; one that does not even take the reply
+        within another ``timeout`` is cut off.
+        """
+        if timeout is None or now - self._last_activity <= timeout:
+            return
+        if self._idle_notice_sent:
+            self.close()
+            return
+        self._idle_notice_sent = True
+        self._last_activity = now
+        self._close_input()
+        self.push("421 %s Idle timeout, closing connection" % self.fqdn)
+        self.close_when_done()
 
     def push(self, msg: str) -> None:  # type: ignore[override]
         """Queue one reply line (without its CRLF).
@@ -270,7 +310,13 @@ class SMTPChannel(async_chat):
             if self.num_bytes > limit:
                 return
             self.num_bytes += len(data)
-        self.received_lines.append(data)
+        if self._decode_data:
+            # str, as subclasses expect; surrogateescape keeps it lossless
+            # (a character split across reads is put together again in
+            # found_terminator())
+            self.received_lines.append(data.decode("utf-8", "surrogateescape"))
+        else:
+            self.received_lines.append(data)
 
     def found_terminator(self) -> None:
         """Act on a complete command line or a complete message."""
@@ -278,7 +324,10 @@ class SMTPChannel(async_chat):
         self.received_lines = []
         if self._data_seeded and chunks:
             chunks[0] = chunks[0][2:]  # the CRLF that _start_data() added
-        line = b"".join(chunks)
+        if self._decode_data:
+            line = "".join(chunks).encode("utf-8", "surrogateescape")
+        else:
+            line = b"".join(chunks)
         del chunks
         if _debugging():
             print("Data:", repr(self._decoded_for_debug(line)), file=DEBUGSTREAM)
@@ -716,6 +765,12 @@ class SMTPServer(asyncore.dispatcher):
     # The class used for each connection.
     channel_class = SMTPChannel
 
+    # Seconds of silence after which a client is sent 421 and disconnected;
+    # None (the default, as in CPython) waits forever.
+    idle_timeout: float | None = None
+    _next_idle_sweep = 0.0
+    _accept_paused_until = 0.0
+
     def __init__(
         self,
         localaddr: tuple[Any, ...],
@@ -724,7 +779,10 @@ class SMTPServer(asyncore.dispatcher):
         map: dict | None = None,
         enable_SMTPUTF8: bool = False,
         decode_data: bool = False,
+        *,
+        idle_timeout: float | None = None,
     ) -> None:
+        self.idle_timeout = idle_timeout
         self._localaddr = localaddr
         self._remoteaddr = remoteaddr
         self.data_size_limit = data_size_limit
@@ -751,6 +809,35 @@ class SMTPServer(asyncore.dispatcher):
             "%s started at %s\n\tLocal addr: %s\n\tRemote addr:%s"
             % (type(self).__name__, time.ctime(time.time()), localaddr, remoteaddr)
         )
+
+    def readable(self) -> bool:
+        # asyncore asks every dispatcher this on each pass of its loop, which
+        # makes it the place to run timers without threads of our own.
+        now = time.monotonic()
+        if self.idle_timeout is not None and now >= self._next_idle_sweep:
+            self._next_idle_sweep = now + min(1.0, self.idle_timeout / 2)
+            self._close_idle_channels(now)
+        return now >= self._accept_paused_until
+
+    def _close_idle_channels(self, now: float) -> None:
+        timeout = self.idle_timeout
+        for dispatcher in list(self._map.values()):  # type: ignore[attr-defined]
+            if isinstance(dispatcher, SMTPChannel) and dispatcher.smtp_server is self:
+                dispatcher._close_if_idle(now, timeout)
+
+    def handle_accept(self) -> None:
+        try:
+            pair = self.accept()
+        except OSError as err:
+            if err.errno not in _OUT_OF_RESOURCES:
+                raise
+            # Out of file descriptors: asking again at once would only spin.
+            # Pending clients wait in the backlog until some close.
+            self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
+            self.log_info("cannot accept connections: %s" % err, "warning")
+            return
+        if pair is not None:
+            self.handle_accepted(*pair)
 
     def handle_accepted(self, conn: Any, addr: Any) -> None:
         _debug("Incoming connection from %s" % repr(addr))
@@ -862,6 +949,125 @@ class PureProxy(SMTPServer):
         return refused
 
 
+_MAILMAN_UNAVAILABLE = "451 Requested action aborted: Mailman is not available"
+
+# Local-part suffix of a list address -> the metadata flag that tells
+# Mailman's incoming queue runner what the message is for (as Python 3.10's
+# MailmanProxy queued it).
+_MAILMAN_FLAGS = {
+    "": "tolist",
+    "admin": "toadmin",
+    "owner": "toowner",
+    "request": "torequest",
+    "join": "tojoin",
+    "leave": "toleave",
+}
+
+
+class MailmanProxy(PureProxy):
+    """Hands mail for GNU Mailman 2 lists to Mailman, relays the rest.
+
+    A recipient whose local part is ``list`` or ``list-admin``,
+    ``list-owner``, ``list-request``, ``list-join`` or ``list-leave``
+    (compared in lower case), where Mailman knows ``list``, is put into
+    the matching Mailman queue; every other recipient is relayed to
+    ``remoteaddr`` as PureProxy does.  Mailman's ``Mailman`` package must
+    be importable; while it is not, every message is answered with a 451
+    reply so that clients try again later.
+
+    Deprecated, as it was in Python 3.10.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(
+            "MailmanProxy is deprecated and will be removed in future",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__(*args, **kwargs)
+
+    def process_message(
+        self, peer: Any, mailfrom: str, rcpttos: list[str], data: Any, **kwargs: Any
+    ) -> str | None:
+        try:
+            # Mailman 2 is not on PyPI: mypy cannot know it.
+            from Mailman import (  # type: ignore[import-not-found]
+                MailList,
+                Message,
+                Utils,
+                mm_cfg,
+            )
+            from Mailman.Queue.sbcache import (  # type: ignore[import-not-found]
+                get_switchboard,
+            )
+        except ImportError as exc:
+            _debug("cannot import Mailman:", exc)
+            return _MAILMAN_UNAVAILABLE
+
+        list_rcpts = []  # (recipient, list name, suffix)
+        other_rcpts = []
+        for rcpt in rcpttos:
+            target = self._list_target(rcpt, Utils.list_exists)
+            if target is None:
+                other_rcpts.append(rcpt)
+            else:
+                list_rcpts.append((rcpt, *target))
+
+        refused: dict[str, Any] = {}
+        _debug("forwarding recips:", " ".join(other_rcpts))
+        if other_rcpts:
+            message = _relayable_message(data, peer[0])
+            refused = self._deliver(mailfrom, other_rcpts, message)
+            if refused:
+                _debug("we got refusals:", refused)
+
+        if list_rcpts:
+            msg = self._mailman_message(data, mailfrom, Message.Message)
+            incoming = get_switchboard(mm_cfg.INQUEUE_DIR)
+            opened = {}
+            for rcpt, listname, suffix in list_rcpts:
+                _debug("sending message to", rcpt)
+                if listname not in opened:
+                    # Loading the list (unlocked) makes sure Mailman can
+                    # read it before anything is queued for it.
+                    opened[listname] = MailList.MailList(listname, lock=0)
+                incoming.enqueue(msg, listname=listname, **{_MAILMAN_FLAGS[suffix]: 1})
+        return _relay_status(rcpttos, refused)
+
+    @staticmethod
+    def _list_target(rcpt: str, list_exists: Any) -> tuple[str, str] | None:
+        """(list name, suffix) when rcpt is one of a list's addresses."""
+        local = rcpt.lower().split("@")[0]
+        listname, _, suffix = local.partition("-")
+        if "-" in suffix or suffix not in _MAILMAN_FLAGS:
+            return None
+        if not listname or not list_exists(listname):
+            return None
+        return listname, suffix
+
+    @staticmethod
+    def _mailman_message(data: Any, mailfrom: str, message_class: Any) -> Any:
+        """Parse the message into Mailman's Message class.
+
+        Bytes (decode_data=False) are parsed with message_from_bytes: its
+        surrogateescape decoding keeps 8-bit text in any charset, which a
+        UTF-8 decode would not.  Mailman needs From: and Date:, which
+        MTAs add when missing, so they are added here as well.
+        """
+        import email
+        import email.utils
+
+        if isinstance(data, bytes):
+            msg = email.message_from_bytes(data, message_class)
+        else:
+            msg = email.message_from_string(data, message_class)
+        if not msg.get("from"):
+            msg["From"] = mailfrom
+        if not msg.get("date"):
+            msg["Date"] = email.utils.formatdate(localtime=True)
+        return msg
+
+
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
@@ -897,6 +1103,7 @@ class Options:
     classname = "PureProxy"
     size_limit: int | None = None
     enable_SMTPUTF8 = False
+    idle_timeout: float | None = None
     # Set by parseargs() from the positional arguments.
     localhost: str
     localport: int
@@ -910,8 +1117,17 @@ def parseargs() -> Options:
     try:
         opts, args = getopt.getopt(
             sys.argv[1:],
-            "nVhc:s:du",
-            ["class=", "nosetuid", "version", "help", "size=", "debug", "smtputf8"],
+            "nVhc:s:dut:",
+            [
+                "class=",
+                "nosetuid",
+                "version",
+                "help",
+                "size=",
+                "debug",
+                "smtputf8",
+                "idle-timeout=",
+            ],
         )
     except getopt.error as exc:
         usage(1, exc)
@@ -933,6 +1149,8 @@ def parseargs() -> Options:
             options.enable_SMTPUTF8 = True
         elif opt in ("-s", "--size"):
             options.size_limit = _parse_size_option(value)
+        elif opt in ("-t", "--idle-timeout"):
+            options.idle_timeout = _parse_timeout_option(value)
 
     if len(args) > 2:
         usage(1, "Invalid arguments: %s" % COMMASPACE.join(args))
@@ -952,6 +1170,17 @@ def _parse_size_option(value: str) -> int:
         print("Invalid size: " + value, file=sys.stderr)
         sys.exit(1)
     return size
+
+
+def _parse_timeout_option(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        print("Invalid timeout: " + value, file=sys.stderr)
+        sys.exit(1)
+    return seconds
 
 
 def _parse_spec(which: str, spec: str) -> tuple[str, int]:
@@ -998,12 +1227,18 @@ def _main() -> None:
     options = parseargs()
     server_class = _server_class(options.classname)
     local = (options.localhost, options.localport)
+    extra = {}
+    if options.idle_timeout is not None:
+        # Only when asked for: user classes may not take the argument.
+        extra["idle_timeout"] = options.idle_timeout
+    _raise_open_file_limit()
     try:
         server_class(
             local,
             (options.remotehost, options.remoteport),
             options.size_limit,
             enable_SMTPUTF8=options.enable_SMTPUTF8,
+            **extra,
         )
     except (OSError, ValueError) as exc:
         print(
@@ -1014,6 +1249,24 @@ def _main() -> None:
     if options.setuid:
         _drop_privileges()
     try:
-        asyncore.loop(use_poll=hasattr(select, "poll"))
+        # A short timeout keeps the idle-timeout sweep punctual; poll()
+        # has no select() limit of about 1000 connections.
+        asyncore.loop(timeout=1.0, use_poll=hasattr(select, "poll"))
     except KeyboardInterrupt:
         pass
+
+
+def _raise_open_file_limit() -> None:
+    """Allow as many connections as the hard limit on open files permits."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass

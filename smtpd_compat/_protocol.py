@@ -57,24 +57,30 @@ def split_address(arg: str) -> tuple[str, str]:
     """
     if not arg:
         return "", ""
-    match = _ANGLE_ADDRESS.match(arg) or _BARE_ADDRESS.match(arg)
+    match = _ANGLE_ADDRESS.match(arg)
     if match is not None:
         rest = arg[match.end() :]
-        if not rest.startswith("("):
+        if not rest.startswith("("):  # a comment: the parser skips it
             return match.group(1), rest
     elif arg.startswith("<>") and not arg.startswith("<>>"):
         return "<>", arg[2:]
+    else:
+        match = _BARE_ADDRESS.match(arg)
+        if match is not None:
+            rest = arg[match.end() :]
+            # Only parameters may follow; anything else (a dot, a comment)
+            # the parser might still read as part of the address.
+            if not rest or rest[0].isalnum():
+                return match.group(1), rest
     token: Any
     try:
         if arg.lstrip().startswith("<"):
             token, rest = get_angle_addr(arg)
         else:
             token, rest = get_addr_spec(arg)
+        return (token.addr_spec if token else ""), rest
     except Exception as exc:  # the parser raises IndexError, HeaderParseError...
         raise AddressError(arg) from exc
-    if not token:
-        return "", rest
-    return token.addr_spec, rest
 
 
 def parse_params(params: list[str]) -> dict[str, str | bool] | None:

@@ -77,7 +77,7 @@ def server_address(server):
     return server.socket.getsockname()[:2]
 
 
-class LoopRunner(object):
+class LoopRunner:
     """Drives ``asyncore.loop`` over one socket map in a daemon thread."""
 
     def __init__(self, sock_map, use_poll=False):
@@ -92,11 +92,12 @@ class LoopRunner(object):
         try:
             while not self.stop_flag.is_set():
                 if self.map:
-                    asyncore.loop(timeout=0.05, map=self.map,
-                                  use_poll=self.use_poll, count=1)
+                    asyncore.loop(
+                        timeout=0.05, map=self.map, use_poll=self.use_poll, count=1
+                    )
                 else:
                     time.sleep(0.01)
-        except BaseException:  # pragma: no cover - reported at teardown
+        except BaseException:  # noqa: BLE001 - reported at teardown
             self.errors.append(sys.exc_info())
 
     def start(self):
@@ -113,7 +114,7 @@ class LoopRunner(object):
         if self.thread.is_alive():  # pragma: no cover
             raise AssertionError("server loop thread did not stop")
         if self.errors:  # pragma: no cover
-            exc_type, exc, tb = self.errors[0]
+            exc = self.errors[0][1]
             raise AssertionError("exception escaped the server loop: %r" % (exc,))
 
 
@@ -126,8 +127,13 @@ def serve():
     """
     runners = []
 
-    def start(server_class=RecordingServer, host="127.0.0.1", use_poll=False,
-              remoteaddr=None, **kwargs):
+    def start(
+        server_class=RecordingServer,
+        host="127.0.0.1",
+        use_poll=False,
+        remoteaddr=None,
+        **kwargs,
+    ):
         sock_map = {}
         server = server_class((host, 0), remoteaddr, map=sock_map, **kwargs)
         runner = LoopRunner(sock_map, use_poll=use_poll)
@@ -162,7 +168,7 @@ class PeerClosed(Exception):
     """The server closed the connection before a full reply arrived."""
 
 
-class RawClient(object):
+class RawClient:
     """Minimal line-oriented SMTP client over a plain socket.
 
     ``cmd`` sends one command line and returns the raw bytes of the complete
@@ -271,8 +277,13 @@ def data_reply_ok(client, body, terminator=b"\r\n.\r\n"):
     return client.read_reply()
 
 
-def do_transaction(client, mailfrom="a@example.com", rcpts=("b@example.com",),
-                   body=b"Subject: hi\r\n\r\nhello", greet=b"HELO client"):
+def do_transaction(
+    client,
+    mailfrom="a@example.com",
+    rcpts=("b@example.com",),
+    body=b"Subject: hi\r\n\r\nhello",
+    greet=b"HELO client",
+):
     """Run a complete mail transaction and return the final reply."""
     if greet:
         assert client.cmd(greet).startswith(b"250")
@@ -288,7 +299,7 @@ def do_transaction(client, mailfrom="a@example.com", rcpts=("b@example.com",),
 # ---------------------------------------------------------------------------
 
 
-class DummyServer(object):
+class DummyServer:
     """Stand-in for SMTPServer when a channel is built directly."""
 
     def __init__(self):

@@ -1,9 +1,9 @@
 """Reply bytes of every SMTP command, as produced by Python 3.11's smtpd."""
 
 import pytest
+from conftest import FQDN, GREETING, RecordingServer, data_reply_ok
 
 import smtpd_compat
-from conftest import FQDN, GREETING, RecordingServer, data_reply_ok
 
 FQDN_B = FQDN.encode("ascii")
 
@@ -82,12 +82,13 @@ def test_ehlo_smtputf8(serve, connect):
 
 def test_ehlo_every_option_off(serve, connect):
     client = connect(serve(data_size_limit=None, decode_data=True))
-    assert client.cmd("EHLO x") == (
-        b"250-" + FQDN_B + b"\r\n250 HELP\r\n")
+    assert client.cmd("EHLO x") == (b"250-" + FQDN_B + b"\r\n250 HELP\r\n")
 
 
-@pytest.mark.parametrize("first,second", [
-    ("HELO", "HELO"), ("HELO", "EHLO"), ("EHLO", "HELO"), ("EHLO", "EHLO")])
+@pytest.mark.parametrize(
+    "first,second",
+    [("HELO", "HELO"), ("HELO", "EHLO"), ("EHLO", "HELO"), ("EHLO", "EHLO")],
+)
 def test_duplicate_greeting(client, first, second):
     assert client.cmd(first + " one").startswith(b"250")
     assert client.cmd(second + " two") == b"503 Duplicate HELO/EHLO\r\n"
@@ -159,19 +160,22 @@ def test_help_unknown_topic(client):
     assert client.cmd("HELP XYZZY") == b"501 Supported commands: " + SUPPORTED + b"\r\n"
 
 
-@pytest.mark.parametrize("topic,reply", [
-    ("EHLO", b"250 Syntax: EHLO hostname"),
-    ("HELO", b"250 Syntax: HELO hostname"),
-    ("MAIL", b"250 Syntax: MAIL FROM: <address>"),
-    ("RCPT", b"250 Syntax: RCPT TO: <address>"),
-    ("DATA", b"250 Syntax: DATA"),
-    ("RSET", b"250 Syntax: RSET"),
-    ("NOOP", b"250 Syntax: NOOP"),
-    ("QUIT", b"250 Syntax: QUIT"),
-    ("VRFY", b"250 Syntax: VRFY <address>"),
-    ("mail", b"250 Syntax: MAIL FROM: <address>"),
-    ("vrfy", b"250 Syntax: VRFY <address>"),
-])
+@pytest.mark.parametrize(
+    "topic,reply",
+    [
+        ("EHLO", b"250 Syntax: EHLO hostname"),
+        ("HELO", b"250 Syntax: HELO hostname"),
+        ("MAIL", b"250 Syntax: MAIL FROM: <address>"),
+        ("RCPT", b"250 Syntax: RCPT TO: <address>"),
+        ("DATA", b"250 Syntax: DATA"),
+        ("RSET", b"250 Syntax: RSET"),
+        ("NOOP", b"250 Syntax: NOOP"),
+        ("QUIT", b"250 Syntax: QUIT"),
+        ("VRFY", b"250 Syntax: VRFY <address>"),
+        ("mail", b"250 Syntax: MAIL FROM: <address>"),
+        ("vrfy", b"250 Syntax: VRFY <address>"),
+    ],
+)
 def test_help_topics(client, topic, reply):
     assert client.cmd("HELP " + topic) == reply + b"\r\n"
 
@@ -180,8 +184,13 @@ def test_help_topics(client, topic, reply):
 def test_help_mail_rcpt_extended(client, greeting):
     client.cmd(greeting + " x")
     suffix = b" [SP <mail-parameters>]" if greeting == "EHLO" else b""
-    assert client.cmd("HELP MAIL") == b"250 Syntax: MAIL FROM: <address>" + suffix + b"\r\n"
-    assert client.cmd("HELP RCPT") == b"250 Syntax: RCPT TO: <address>" + suffix + b"\r\n"
+    assert (
+        client.cmd("HELP MAIL")
+        == b"250 Syntax: MAIL FROM: <address>" + suffix + b"\r\n"
+    )
+    assert (
+        client.cmd("HELP RCPT") == b"250 Syntax: RCPT TO: <address>" + suffix + b"\r\n"
+    )
     assert client.cmd("HELP DATA") == b"250 Syntax: DATA\r\n"
 
 
@@ -192,10 +201,13 @@ def test_vrfy_without_argument(client):
     assert client.cmd("VRFY") == b"501 Syntax: VRFY <address>\r\n"
 
 
-@pytest.mark.parametrize("arg", ["<a@example.com>", "a@example.com", "postmaster", "<>"])
+@pytest.mark.parametrize(
+    "arg", ["<a@example.com>", "a@example.com", "postmaster", "<>"]
+)
 def test_vrfy(client, arg):
     assert client.cmd("VRFY " + arg) == (
-        b"252 Cannot VRFY user, but will accept message and attempt delivery\r\n")
+        b"252 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+    )
 
 
 def test_vrfy_needs_no_helo(client):
@@ -210,24 +222,28 @@ def test_expn(client, line):
 # --- MAIL / RCPT ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line", [
-    "MAIL FROM:<a@b>", "RCPT TO:<a@b>", "DATA", "MAIL", "RCPT", "DATA x"])
+@pytest.mark.parametrize(
+    "line", ["MAIL FROM:<a@b>", "RCPT TO:<a@b>", "DATA", "MAIL", "RCPT", "DATA x"]
+)
 def test_send_helo_first(client, line):
     assert client.cmd(line) == HELO_FIRST
 
 
-@pytest.mark.parametrize("line,address", [
-    ("MAIL FROM:<a@example.com>", "a@example.com"),
-    ("MAIL FROM:a@example.com", "a@example.com"),
-    ("MAIL FROM: <a@example.com>", "a@example.com"),
-    ("MAIL FROM:   a@example.com", "a@example.com"),
-    ("mail from:<a@example.com>", "a@example.com"),
-    ("MAIL from:<A@Example.COM>", "A@Example.COM"),
-    ("MAIL FROM:<>", "<>"),
-    ('MAIL FROM:<"a b"@example.com>', '"a b"@example.com'),
-    ('MAIL FROM:"quoted"@example.com', "quoted@example.com"),
-    ("MAIL FROM:<first.last@sub.example.com>", "first.last@sub.example.com"),
-])
+@pytest.mark.parametrize(
+    "line,address",
+    [
+        ("MAIL FROM:<a@example.com>", "a@example.com"),
+        ("MAIL FROM:a@example.com", "a@example.com"),
+        ("MAIL FROM: <a@example.com>", "a@example.com"),
+        ("MAIL FROM:   a@example.com", "a@example.com"),
+        ("mail from:<a@example.com>", "a@example.com"),
+        ("MAIL from:<A@Example.COM>", "A@Example.COM"),
+        ("MAIL FROM:<>", "<>"),
+        ('MAIL FROM:<"a b"@example.com>', '"a b"@example.com'),
+        ('MAIL FROM:"quoted"@example.com', "quoted@example.com"),
+        ("MAIL FROM:<first.last@sub.example.com>", "first.last@sub.example.com"),
+    ],
+)
 def test_mail_addresses(client, server, line, address):
     client.cmd("HELO x")
     assert client.cmd(line) == OK
@@ -237,12 +253,15 @@ def test_mail_addresses(client, server, line, address):
     assert server.deliveries[0].mailfrom == address
 
 
-@pytest.mark.parametrize("line,address", [
-    ("RCPT TO:<r@example.com>", "r@example.com"),
-    ("RCPT TO:r@example.com", "r@example.com"),
-    ("rcpt to: <r@example.com>", "r@example.com"),
-    ('RCPT TO:<"x y"@example.com>', '"x y"@example.com'),
-])
+@pytest.mark.parametrize(
+    "line,address",
+    [
+        ("RCPT TO:<r@example.com>", "r@example.com"),
+        ("RCPT TO:r@example.com", "r@example.com"),
+        ("rcpt to: <r@example.com>", "r@example.com"),
+        ('RCPT TO:<"x y"@example.com>', '"x y"@example.com'),
+    ],
+)
 def test_rcpt_addresses(client, server, line, address):
     client.cmd("HELO x")
     assert client.cmd("MAIL FROM:<a@b>") == OK
@@ -252,17 +271,24 @@ def test_rcpt_addresses(client, server, line, address):
     assert server.deliveries[0].rcpttos == [address]
 
 
-@pytest.mark.parametrize("greeting,reply", [("HELO", MAIL_SYNTAX), ("EHLO", MAIL_SYNTAX_EXT)])
-@pytest.mark.parametrize("line", [
-    "MAIL", "MAIL FROM:", "MAIL FROM", "MAIL TO:<a@b>", "MAIL <a@b>", "MAIL FROM: "])
+@pytest.mark.parametrize(
+    "greeting,reply", [("HELO", MAIL_SYNTAX), ("EHLO", MAIL_SYNTAX_EXT)]
+)
+@pytest.mark.parametrize(
+    "line",
+    ["MAIL", "MAIL FROM:", "MAIL FROM", "MAIL TO:<a@b>", "MAIL <a@b>", "MAIL FROM: "],
+)
 def test_mail_syntax_errors(client, greeting, reply, line):
     client.cmd(greeting + " x")
     assert client.cmd(line) == reply
 
 
-@pytest.mark.parametrize("greeting,reply", [("HELO", RCPT_SYNTAX), ("EHLO", RCPT_SYNTAX_EXT)])
-@pytest.mark.parametrize("line", [
-    "RCPT", "RCPT TO:", "RCPT TO", "RCPT FROM:<a@b>", "RCPT <a@b>"])
+@pytest.mark.parametrize(
+    "greeting,reply", [("HELO", RCPT_SYNTAX), ("EHLO", RCPT_SYNTAX_EXT)]
+)
+@pytest.mark.parametrize(
+    "line", ["RCPT", "RCPT TO:", "RCPT TO", "RCPT FROM:<a@b>", "RCPT <a@b>"]
+)
 def test_rcpt_syntax_errors(client, greeting, reply, line):
     client.cmd(greeting + " x")
     assert client.cmd("MAIL FROM:<a@b>") == OK
@@ -280,27 +306,43 @@ def test_rcpt_params_need_ehlo(client):
     assert client.cmd("RCPT TO:<c@d> FOO=1") == RCPT_SYNTAX
 
 
-@pytest.mark.parametrize("params", [
-    "SIZE=1000", "size=1000", "BODY=7BIT", "BODY=8BITMIME", "body=8bitmime",
-    "SIZE=0", "SIZE=10 BODY=8BITMIME", "BODY=7BIT  SIZE=5"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        "SIZE=1000",
+        "size=1000",
+        "BODY=7BIT",
+        "BODY=8BITMIME",
+        "body=8bitmime",
+        "SIZE=0",
+        "SIZE=10 BODY=8BITMIME",
+        "BODY=7BIT  SIZE=5",
+    ],
+)
 def test_mail_accepted_params(client, params):
     client.cmd("EHLO x")
     assert client.cmd("MAIL FROM:<a@b> " + params) == OK
 
 
-@pytest.mark.parametrize("params,reply", [
-    ("BODY=BINARYMIME", b"501 Error: BODY can only be one of 7BIT, 8BITMIME\r\n"),
-    ("BODY=", MAIL_SYNTAX_EXT),
-    ("SIZE=abc", MAIL_SYNTAX_EXT),
-    ("SIZE=-5", MAIL_SYNTAX_EXT),
-    ("SIZE=", MAIL_SYNTAX_EXT),
-    ("A-B=1", MAIL_SYNTAX_EXT),
-    ("=5", MAIL_SYNTAX_EXT),
-    ("FOO=1", b"555 MAIL FROM parameters not recognized or not implemented\r\n"),
-    ("FOO", b"555 MAIL FROM parameters not recognized or not implemented\r\n"),
-    ("SMTPUTF8", b"555 MAIL FROM parameters not recognized or not implemented\r\n"),
-    ("SIZE=10 XYZ=1", b"555 MAIL FROM parameters not recognized or not implemented\r\n"),
-])
+@pytest.mark.parametrize(
+    "params,reply",
+    [
+        ("BODY=BINARYMIME", b"501 Error: BODY can only be one of 7BIT, 8BITMIME\r\n"),
+        ("BODY=", MAIL_SYNTAX_EXT),
+        ("SIZE=abc", MAIL_SYNTAX_EXT),
+        ("SIZE=-5", MAIL_SYNTAX_EXT),
+        ("SIZE=", MAIL_SYNTAX_EXT),
+        ("A-B=1", MAIL_SYNTAX_EXT),
+        ("=5", MAIL_SYNTAX_EXT),
+        ("FOO=1", b"555 MAIL FROM parameters not recognized or not implemented\r\n"),
+        ("FOO", b"555 MAIL FROM parameters not recognized or not implemented\r\n"),
+        ("SMTPUTF8", b"555 MAIL FROM parameters not recognized or not implemented\r\n"),
+        (
+            "SIZE=10 XYZ=1",
+            b"555 MAIL FROM parameters not recognized or not implemented\r\n",
+        ),
+    ],
+)
 def test_mail_refused_params(client, params, reply):
     client.cmd("EHLO x")
     assert client.cmd("MAIL FROM:<a@b> " + params) == reply
@@ -312,14 +354,16 @@ def test_mail_body_param_with_decode_data(serve, connect):
     client = connect(serve(decode_data=True))
     client.cmd("EHLO x")
     assert client.cmd("MAIL FROM:<a@b> BODY=8BITMIME") == (
-        b"555 MAIL FROM parameters not recognized or not implemented\r\n")
+        b"555 MAIL FROM parameters not recognized or not implemented\r\n"
+    )
 
 
 def test_mail_smtputf8_param(serve, connect):
     client = connect(serve(enable_SMTPUTF8=True))
     client.cmd("EHLO x")
     assert client.cmd("MAIL FROM:<a@b> SMTPUTF8=yes") == (
-        b"501 Error: SMTPUTF8 takes no arguments\r\n")
+        b"501 Error: SMTPUTF8 takes no arguments\r\n"
+    )
     assert client.cmd("MAIL FROM:<a@b> SMTPUTF8") == OK
 
 
@@ -328,7 +372,8 @@ def test_rcpt_params_refused(client, params):
     client.cmd("EHLO x")
     client.cmd("MAIL FROM:<a@b>")
     assert client.cmd("RCPT TO:<c@d> " + params) == (
-        b"555 RCPT TO parameters not recognized or not implemented\r\n")
+        b"555 RCPT TO parameters not recognized or not implemented\r\n"
+    )
 
 
 @pytest.mark.parametrize("params", ["A=", "@X", "X_Y"])
@@ -416,7 +461,9 @@ def test_state_reset_after_data(client, server):
     assert client.cmd("DATA") == START_DATA
     assert data_reply_ok(client, b"two") == OK
     assert [(d.mailfrom, d.rcpttos, d.data) for d in server.deliveries] == [
-        ("a@b", ["c@d"], b"one"), ("e@f", ["g@h"], b"two")]
+        ("a@b", ["c@d"], b"one"),
+        ("e@f", ["g@h"], b"two"),
+    ]
 
 
 @pytest.mark.parametrize("status", ["550 No such user here", "250 Queued as 12345"])
@@ -459,9 +506,16 @@ def test_custom_command(serve, connect):
     assert client.cmd("NOOP") == OK
 
 
-@pytest.mark.parametrize("line,name", [
-    ("FOO", b"FOO"), ("foo bar", b"FOO"), ("Bogus:<a@b>", b"BOGUS:<A@B>"),
-    ("XYZZY", b"XYZZY"), ("MAILFROM:<a@b>", b"MAILFROM:<A@B>")])
+@pytest.mark.parametrize(
+    "line,name",
+    [
+        ("FOO", b"FOO"),
+        ("foo bar", b"FOO"),
+        ("Bogus:<a@b>", b"BOGUS:<A@B>"),
+        ("XYZZY", b"XYZZY"),
+        ("MAILFROM:<a@b>", b"MAILFROM:<A@B>"),
+    ],
+)
 def test_unknown_command(client, line, name):
     assert client.cmd(line) == b'500 Error: command "' + name + b'" not recognized\r\n'
     assert client.cmd("NOOP") == OK

@@ -1,7 +1,8 @@
 """What DebuggingServer prints for each received message."""
 
-import smtpd_compat
 from conftest import data_reply_ok
+
+import smtpd_compat
 
 OK = b"250 OK\r\n"
 START = "---------- MESSAGE FOLLOWS ----------\n"
@@ -40,7 +41,8 @@ def test_bytes_output_with_mail_options(serve, connect, capsys):
     assert deliver(client, mail="MAIL FROM:<a@b> BODY=8BITMIME size=100") == OK
     out = capsys.readouterr().out
     assert out.startswith(
-        START + "mail options: ['BODY=8BITMIME', 'SIZE=100']\nb'Subject: hi'\n")
+        START + "mail options: ['BODY=8BITMIME', 'SIZE=100']\nb'Subject: hi'\n"
+    )
     assert out.endswith("b'end'\n" + END)
 
 
@@ -82,22 +84,34 @@ def test_process_message_direct_options(capsys):
     server = smtpd_compat.DebuggingServer(("127.0.0.1", 0), None, map={})
     try:
         result = server.process_message(
-            ("10.1.2.3", 4567), "a@b", ["c@d"], b"H: v\n\nbody",
-            mail_options=["BODY=8BITMIME"], rcpt_options=["NOTIFY=NEVER"])
+            ("10.1.2.3", 4567),
+            "a@b",
+            ["c@d"],
+            b"H: v\n\nbody",
+            mail_options=["BODY=8BITMIME"],
+            rcpt_options=["NOTIFY=NEVER"],
+        )
     finally:
         server.close()
     assert result is None
     assert capsys.readouterr().out == (
         START + "mail options: ['BODY=8BITMIME']\n"
         "rcpt options: ['NOTIFY=NEVER']\n\n"
-        "b'H: v'\nb'X-Peer: 10.1.2.3'\nb''\nb'body'\n" + END)
+        "b'H: v'\nb'X-Peer: 10.1.2.3'\nb''\nb'body'\n" + END
+    )
 
 
 def test_process_message_direct_only_rcpt_options(capsys):
     server = smtpd_compat.DebuggingServer(("127.0.0.1", 0), None, map={})
     try:
-        server.process_message(("10.1.2.3", 4567), "a@b", ["c@d"], b"x",
-                               mail_options=[], rcpt_options=["X=1"])
+        server.process_message(
+            ("10.1.2.3", 4567),
+            "a@b",
+            ["c@d"],
+            b"x",
+            mail_options=[],
+            rcpt_options=["X=1"],
+        )
     finally:
         server.close()
     assert capsys.readouterr().out == START + "rcpt options: ['X=1']\n\nb'x'\n" + END

@@ -3,15 +3,16 @@
 import socket
 
 import pytest
+from conftest import DummyServer, RecordingServer, data_reply_ok
 
 import smtpd_compat
-from conftest import DummyServer, RecordingServer, data_reply_ok
 
 OK = b"250 OK\r\n"
 
 
-def send_message(client, body, mail="MAIL FROM:<a@b>", rcpt="RCPT TO:<c@d>",
-                 greeting="EHLO x"):
+def send_message(
+    client, body, mail="MAIL FROM:<a@b>", rcpt="RCPT TO:<c@d>", greeting="EHLO x"
+):
     client.cmd(greeting)
     assert client.cmd(mail) == OK
     assert client.cmd(rcpt) == OK
@@ -23,13 +24,21 @@ def send_message(client, body, mail="MAIL FROM:<a@b>", rcpt="RCPT TO:<c@d>",
 
 
 def test_default_gives_bytes_and_options(server, client):
-    assert send_message(client, b"Subject: x\r\n\r\nbody",
-                        mail="MAIL FROM:<a@b> body=8bitmime size=20") == OK
+    assert (
+        send_message(
+            client,
+            b"Subject: x\r\n\r\nbody",
+            mail="MAIL FROM:<a@b> body=8bitmime size=20",
+        )
+        == OK
+    )
     [delivery] = server.deliveries
     assert isinstance(delivery.data, bytes)
     assert delivery.data == b"Subject: x\n\nbody"
-    assert delivery.kwargs == {"mail_options": ["BODY=8BITMIME", "SIZE=20"],
-                               "rcpt_options": []}
+    assert delivery.kwargs == {
+        "mail_options": ["BODY=8BITMIME", "SIZE=20"],
+        "rcpt_options": [],
+    }
     for option in delivery.kwargs["mail_options"]:
         assert type(option) is str
 
@@ -49,26 +58,36 @@ def test_options_empty_after_helo(server, client):
 def test_options_with_smtputf8(serve, connect):
     server = serve(enable_SMTPUTF8=True)
     client = connect(server)
-    assert send_message(client, b"x", mail="MAIL FROM:<a@b> SMTPUTF8 BODY=8BITMIME") == OK
+    assert (
+        send_message(client, b"x", mail="MAIL FROM:<a@b> SMTPUTF8 BODY=8BITMIME") == OK
+    )
     assert server.deliveries[0].kwargs == {
-        "mail_options": ["SMTPUTF8", "BODY=8BITMIME"], "rcpt_options": []}
+        "mail_options": ["SMTPUTF8", "BODY=8BITMIME"],
+        "rcpt_options": [],
+    }
 
 
 def test_eight_bit_body_preserved(server, client):
     body = b"caf\xe9 \xff\xfe\x80\r\n\xc3\xa9t\xc3\xa9\r\n\x00\x01\x7f"
     assert send_message(client, body, mail="MAIL FROM:<a@b> BODY=8BITMIME") == OK
-    assert server.deliveries[0].data == b"caf\xe9 \xff\xfe\x80\n\xc3\xa9t\xc3\xa9\n\x00\x01\x7f"
+    assert (
+        server.deliveries[0].data
+        == b"caf\xe9 \xff\xfe\x80\n\xc3\xa9t\xc3\xa9\n\x00\x01\x7f"
+    )
 
 
-@pytest.mark.parametrize("body,expected", [
-    (b"a\r\nb\r\n\r\nc", b"a\nb\n\nc"),
-    (b"a\nb", b"a\nb"),
-    (b"a\rb", b"a\rb"),
-    (b"a\r\r\nb", b"a\r\nb"),
-    (b"\r\nleading blank", b"\nleading blank"),
-    (b"trailing\r\n", b"trailing\n"),
-    (b"x", b"x"),
-])
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        (b"a\r\nb\r\n\r\nc", b"a\nb\n\nc"),
+        (b"a\nb", b"a\nb"),
+        (b"a\rb", b"a\rb"),
+        (b"a\r\r\nb", b"a\r\nb"),
+        (b"\r\nleading blank", b"\nleading blank"),
+        (b"trailing\r\n", b"trailing\n"),
+        (b"x", b"x"),
+    ],
+)
 def test_lines_joined_with_lf(server, client, body, expected):
     assert send_message(client, body) == OK
     assert server.deliveries[0].data == expected
@@ -80,7 +99,10 @@ def test_lines_joined_with_lf(server, client, body, expected):
 def test_decode_data_gives_str_and_no_kwargs(serve, connect):
     server = serve(decode_data=True)
     client = connect(server)
-    assert send_message(client, "Subject: caf\u00e9\r\n\r\nna\u00efve".encode("utf-8")) == OK
+    assert (
+        send_message(client, "Subject: caf\u00e9\r\n\r\nna\u00efve".encode("utf-8"))
+        == OK
+    )
     [delivery] = server.deliveries
     assert isinstance(delivery.data, str)
     assert delivery.data == "Subject: caf\u00e9\n\nna\u00efve"
@@ -113,16 +135,22 @@ def test_decode_data_process_message_without_kwargs(serve, connect):
 
 def test_smtputf8_and_decode_data_rejected_by_server():
     with pytest.raises(ValueError):
-        smtpd_compat.SMTPServer(("127.0.0.1", 0), None, map={},
-                                enable_SMTPUTF8=True, decode_data=True)
+        smtpd_compat.SMTPServer(
+            ("127.0.0.1", 0), None, map={}, enable_SMTPUTF8=True, decode_data=True
+        )
 
 
 def test_smtputf8_and_decode_data_rejected_by_channel(private_map, sockpair):
-    left, right = sockpair
+    left = sockpair[0]
     with pytest.raises(ValueError):
-        smtpd_compat.SMTPChannel(DummyServer(), left, ("127.0.0.1", 1),
-                                 map=private_map, enable_SMTPUTF8=True,
-                                 decode_data=True)
+        smtpd_compat.SMTPChannel(
+            DummyServer(),
+            left,
+            ("127.0.0.1", 1),
+            map=private_map,
+            enable_SMTPUTF8=True,
+            decode_data=True,
+        )
 
 
 class EchoChannel(smtpd_compat.SMTPChannel):
@@ -137,9 +165,12 @@ class EchoServer(RecordingServer):
 def test_smtputf8_addresses(serve, connect):
     server = serve(enable_SMTPUTF8=True)
     client = connect(server)
-    reply = send_message(client, "Subject: \u00fcber\r\n\r\n\u65e5\u672c".encode("utf-8"),
-                         mail="MAIL FROM:<j\u00f6rg@b\u00fccher.example> SMTPUTF8",
-                         rcpt="RCPT TO:<\u00e9l\u00e8ve@\u00e9cole.example>")
+    reply = send_message(
+        client,
+        "Subject: \u00fcber\r\n\r\n\u65e5\u672c".encode("utf-8"),
+        mail="MAIL FROM:<j\u00f6rg@b\u00fccher.example> SMTPUTF8",
+        rcpt="RCPT TO:<\u00e9l\u00e8ve@\u00e9cole.example>",
+    )
     assert reply == OK
     [delivery] = server.deliveries
     assert delivery.mailfrom == "j\u00f6rg@b\u00fccher.example"
@@ -152,7 +183,9 @@ def test_smtputf8_replies_are_utf8(serve, connect):
     client = connect(serve(EchoServer, enable_SMTPUTF8=True))
     client.cmd("EHLO x")
     assert client.cmd("MAIL FROM:<a@b> SMTPUTF8") == OK
-    assert client.cmd("ECHO gr\u00fc\u00df \u2713") == "250 gr\u00fc\u00df \u2713\r\n".encode("utf-8")
+    assert client.cmd(
+        "ECHO gr\u00fc\u00df \u2713"
+    ) == "250 gr\u00fc\u00df \u2713\r\n".encode("utf-8")
     assert client.cmd("NOOP") == OK
 
 
@@ -211,10 +244,11 @@ def test_smtputf8_flag_cleared_by_rset(serve, connect):
 
 
 def test_channel_options_stored(private_map, sockpair):
-    left, right = sockpair
+    left = sockpair[0]
     server = DummyServer()
-    channel = smtpd_compat.SMTPChannel(server, left, ("127.0.0.1", 1), 1000,
-                                       private_map, True, False)
+    channel = smtpd_compat.SMTPChannel(
+        server, left, ("127.0.0.1", 1), 1000, private_map, True, False
+    )
     assert channel.smtp_server is server
     assert channel.conn is left
     assert channel.addr == ("127.0.0.1", 1)

@@ -1,9 +1,9 @@
 """Command-line and message-size limits."""
 
 import pytest
+from conftest import data_reply_ok
 
 import smtpd_compat
-from conftest import data_reply_ok
 
 OK = b"250 OK\r\n"
 TOO_LONG = b"500 Error: line too long\r\n"

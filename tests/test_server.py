@@ -9,9 +9,6 @@ import warnings
 from email.message import EmailMessage
 
 import pytest
-
-import smtpd_compat
-from smtpd_compat import asynchat, asyncore
 from conftest import (
     FQDN,
     GREETING,
@@ -25,6 +22,9 @@ from conftest import (
     wait_for,
 )
 
+import smtpd_compat
+from smtpd_compat import asynchat, asyncore
+
 OK = b"250 OK\r\n"
 
 
@@ -33,7 +33,8 @@ OK = b"250 OK\r\n"
 
 def test_all():
     assert {"SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy"} <= set(
-        smtpd_compat.__all__)
+        smtpd_compat.__all__
+    )
     for name in smtpd_compat.__all__:
         assert hasattr(smtpd_compat, name), name
 
@@ -135,8 +136,9 @@ def test_base_process_message_not_implemented():
 
 def test_pure_proxy_rejects_smtputf8():
     with pytest.raises(ValueError):
-        smtpd_compat.PureProxy(("127.0.0.1", 0), ("127.0.0.1", 25), map={},
-                               enable_SMTPUTF8=True)
+        smtpd_compat.PureProxy(
+            ("127.0.0.1", 0), ("127.0.0.1", 25), map={}, enable_SMTPUTF8=True
+        )
 
 
 # --- channels -------------------------------------------------------------------
@@ -214,8 +216,11 @@ def test_several_clients_interleaved(server, connect):
     for index, client in enumerate(clients):
         assert data_reply_ok(client, b"m%d" % index) == OK
     got = sorted((d.mailfrom, d.rcpttos, d.data) for d in server.deliveries)
-    assert got == [("s0@x", ["r2@x"], b"m0"), ("s1@x", ["r1@x"], b"m1"),
-                   ("s2@x", ["r0@x"], b"m2")]
+    assert got == [
+        ("s0@x", ["r2@x"], b"m0"),
+        ("s1@x", ["r1@x"], b"m1"),
+        ("s2@x", ["r0@x"], b"m2"),
+    ]
 
 
 def test_closed_connections_leave_the_map(serve, connect):
@@ -250,8 +255,14 @@ def test_default_map_with_smtplib(use_poll):
     host, port = server_address(server)
     try:
         with smtplib.SMTP(host, port, timeout=TIMEOUT) as smtp:
-            assert smtp.sendmail("a@example.com", ["b@example.com", "c@example.com"],
-                                 b"Subject: one\r\n\r\nfirst\r\n") == {}
+            assert (
+                smtp.sendmail(
+                    "a@example.com",
+                    ["b@example.com", "c@example.com"],
+                    b"Subject: one\r\n\r\nfirst\r\n",
+                )
+                == {}
+            )
             message = EmailMessage()
             message["From"] = "d@example.com"
             message["To"] = "e@example.com"
@@ -286,7 +297,9 @@ def test_default_map_with_smtplib(use_poll):
     assert got[1].data.endswith(b"\n\nsecond\n.dotted line")
     assert b"Subject: two\n" in got[1].data
     assert got[2].data == b"Subject: 3\n\nthree"
-    assert got[0].kwargs["mail_options"] == ["SIZE=%d" % len(b"Subject: one\r\n\r\nfirst\r\n")]
+    assert got[0].kwargs["mail_options"] == [
+        "SIZE=%d" % len(b"Subject: one\r\n\r\nfirst\r\n")
+    ]
     assert got[0].peer[0] == "127.0.0.1"
 
 
@@ -310,7 +323,7 @@ def debugstream(monkeypatch):
 
 def test_debugstream_session(serve, connect, debugstream):
     server = serve()
-    host, port = server_address(server)
+    port = server_address(server)[1]
     client = connect(server)
     cport = client.local_address[1]
     client.cmd("HELO x")
@@ -322,8 +335,10 @@ def test_debugstream_session(serve, connect, debugstream):
     client.cmd("QUIT")
     client.read_until_eof()
     lines = debugstream.getvalue().splitlines()
-    assert re.match(r"RecordingServer started at \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$",
-                    lines[0]), lines[0]
+    assert re.match(
+        r"RecordingServer started at \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$",
+        lines[0],
+    ), lines[0]
     assert lines[1:] == [
         "\tLocal addr: ('127.0.0.1', 0)",
         "\tRemote addr:None",
@@ -368,4 +383,6 @@ def test_debugstream_custom_server_name(serve, debugstream):
     serve(smtpd_compat.DebuggingServer, remoteaddr=("mx.example", 2525))
     text = debugstream.getvalue()
     assert text.startswith("DebuggingServer started at ")
-    assert text.endswith("\n\tLocal addr: ('127.0.0.1', 0)\n\tRemote addr:('mx.example', 2525)\n")
+    assert text.endswith(
+        "\n\tLocal addr: ('127.0.0.1', 0)\n\tRemote addr:('mx.example', 2525)\n"
+    )

@@ -1,0 +1,142 @@
+"""pytest plugin offering the ``smtpd_server`` fixture.
+
+Installed with smtpd-compat, pytest loads it through the ``pytest11``
+entry point; without the entry point, enable it with
+``-p smtpd_compat.pytest_plugin``.  Nothing else in smtpd_compat imports
+pytest.
+
+``smtpd_server`` is a started ``CapturingController`` on a free port of
+127.0.0.1, stopped again after the test::
+
+    def test_signup_mail(smtpd_server):
+        signup("new.user@example.com", smtp=smtpd_server.address)
+        [mail] = smtpd_server.wait_for(1)
+        assert mail.message["Subject"] == "Welcome"
+
+Settings, from the weakest to the strongest:
+
+* ini options ``smtpd_server_host``, ``smtpd_server_decode_data``,
+  ``smtpd_server_smtputf8`` and ``smtpd_server_data_size_limit``;
+* ``@pytest.mark.smtpd_server(...)`` on a module (``pytestmark``), class or
+  test function, the closest one winning per keyword.  Its keywords are
+  those of ``CapturingController``: ``host``, ``decode_data``,
+  ``enable_SMTPUTF8``, ``data_size_limit``, ``server_class`` (a
+  CapturingServer subclass), any other argument of the server class, and
+  ``ready_timeout``/``stop_timeout``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+import pytest
+
+if TYPE_CHECKING:
+    from .capture import CapturingController
+
+__all__ = ["pytest_addoption", "pytest_configure", "smtpd_server"]
+
+_MARKER = "smtpd_server"
+# The two server options that exclude each other.
+_EXCLUSIVE = ("decode_data", "enable_SMTPUTF8")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Declare the ini options of the ``smtpd_server`` fixture."""
+    parser.addini(
+        "smtpd_server_host",
+        "address the smtpd_server fixture listens on (default 127.0.0.1)",
+        default="127.0.0.1",
+    )
+    parser.addini(
+        "smtpd_server_decode_data",
+        "smtpd_server fixture: hand messages over as str (decode_data=True)",
+        type="bool",
+        default=False,
+    )
+    parser.addini(
+        "smtpd_server_smtputf8",
+        "smtpd_server fixture: offer SMTPUTF8 (enable_SMTPUTF8=True)",
+        type="bool",
+        default=False,
+    )
+    parser.addini(
+        "smtpd_server_data_size_limit",
+        "smtpd_server fixture: largest message in bytes, 0 or 'none' for no "
+        "limit (default: smtpd's 33554432)",
+        default="",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``smtpd_server`` marker and check the ini options."""
+    _ini_options(config)  # a bad value is a usage error, found at once
+    config.addinivalue_line(
+        "markers",
+        "smtpd_server(**options): options of the smtpd_server fixture "
+        "(host, decode_data, enable_SMTPUTF8, data_size_limit, server_class, ...)",
+    )
+
+
+def _ini_options(config: pytest.Config) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "host": config.getini("smtpd_server_host") or "127.0.0.1",
+        "decode_data": bool(config.getini("smtpd_server_decode_data")),
+        "enable_SMTPUTF8": bool(config.getini("smtpd_server_smtputf8")),
+    }
+    limit = str(config.getini("smtpd_server_data_size_limit")).strip()
+    if limit.lower() == "none":
+        options["data_size_limit"] = None
+    elif limit:
+        try:
+            options["data_size_limit"] = int(limit)
+        except ValueError:
+            raise pytest.UsageError(
+                f"smtpd_server_data_size_limit must be a number or 'none', not {limit!r}"
+            ) from None
+    return options
+
+
+def _marker_options(node: pytest.Item) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    # iter_markers() yields the closest marker first: apply it last.
+    for marker in reversed(list(node.iter_markers(_MARKER))):
+        if marker.args:
+            raise pytest.UsageError(
+                f"@pytest.mark.{_MARKER} takes keyword arguments only, got {marker.args!r}"
+            )
+        options.update(marker.kwargs)
+    return options
+
+
+def _fixture_options(node: pytest.Item) -> dict[str, Any]:
+    """The ini settings overridden by the markers.
+
+    decode_data and enable_SMTPUTF8 cannot both be true: when a marker turns
+    one of them on without mentioning the other, an ini setting turning the
+    other on is dropped.
+    """
+    options = _ini_options(node.config)
+    marked = _marker_options(node)
+    for name, other in (_EXCLUSIVE, _EXCLUSIVE[::-1]):
+        if marked.get(name) and other not in marked:
+            options[other] = False
+    options.update(marked)
+    return options
+
+
+@pytest.fixture
+def smtpd_server(request: pytest.FixtureRequest) -> Iterator[CapturingController]:
+    """A started CapturingController on a free port, stopped after the test.
+
+    Configure it with the ``smtpd_server`` marker or the ``smtpd_server_*``
+    ini options.
+    """
+    from .capture import CapturingController
+
+    controller = CapturingController(**_fixture_options(request.node))
+    controller.start()
+    try:
+        yield controller
+    finally:
+        controller.stop()
