@@ -179,6 +179,19 @@ class SMTPChannel(async_chat):
         functools.partial(int, command_size_limit)  # a factory giving 512
     )
 
+    def _own_command_size_limits(self) -> collections.defaultdict[str, int]:
+        """This channel's command size table, made on first use.
+
+        (CPython shared one table among all connections; each channel
+        starts from an empty table with the class table's default.)
+        """
+        limits = self.__dict__.get("command_size_limits")
+        if limits is None:
+            shared = type(self).command_size_limits
+            limits = collections.defaultdict(getattr(shared, "default_factory", None))
+            self.command_size_limits = limits
+        return limits
+
     @property
     def max_command_size_limit(self) -> int:
         """The longest command line this channel accepts at the moment."""
@@ -215,15 +228,9 @@ class SMTPChannel(async_chat):
         self._linesep: Any = "\r\n" if decode_data else b"\r\n"
         self._dotsep: Any = "." if decode_data else ord(b".")
         self._newline: Any = NEWLINE if decode_data else b"\n"
-        self.mail_options: list[str] = []
-        self.rcpt_options: list[str] = []
         self._set_rset_state()
         self.seen_greeting = ""
         self.extended_smtp = False
-        class_limits = type(self).command_size_limits
-        self.command_size_limits = collections.defaultdict(
-            getattr(class_limits, "default_factory", None)
-        )
         self.fqdn = _server_fqdn(server)
         try:
             self.peer = conn.getpeername()
@@ -237,7 +244,8 @@ class SMTPChannel(async_chat):
             conn.setsockopt(*_TCP_NODELAY_OPTION, 1)
         except (OSError, AttributeError, TypeError):
             pass  # not TCP
-        self._last_activity = time.monotonic()
+        if getattr(server, "idle_timeout", None) is not None:
+            self._last_activity = time.monotonic()
         _debug("Peer:", repr(self.peer))
         self.push("220 %s %s" % (self.fqdn, __version__))
 
@@ -248,7 +256,8 @@ class SMTPChannel(async_chat):
         self.rcpttos: list[str] = []
         self.require_SMTPUTF8 = False
         self.num_bytes = 0
-        self._data_seeded = False
+        if self._data_seeded:  # (not stored at all until a first DATA)
+            self._data_seeded = False
         self.set_terminator(b"\r\n")
 
     def _set_rset_state(self) -> None:
@@ -259,8 +268,11 @@ class SMTPChannel(async_chat):
 
     # -- the wire --------------------------------------------------------
 
+    # When the client was last heard from (time.monotonic()); kept only
+    # while the server has an idle timeout.
     _last_activity = 0.0
     _idle_notice_sent = False
+    _data_seeded = False
 
     def handle_read(self) -> None:
         self._last_activity = time.monotonic()
@@ -275,6 +287,9 @@ class SMTPChannel(async_chat):
         """
         if timeout is None or now - self._last_activity <= timeout:
             return
+        if not self._last_activity:  # the timeout was set after we started
+            self._last_activity = now
+            return
         if self._idle_notice_sent:
             self.close()
             return
@@ -287,15 +302,25 @@ class SMTPChannel(async_chat):
     def push(self, msg: str) -> None:  # type: ignore[override]
         """Queue one reply line (without its CRLF).
 
-        A reply that cannot be encoded (non-ASCII while SMTPUTF8 is not in
-        force, typically an echo of the client's own bytes) is replaced by
+        A reply that cannot be sent as it is - non-ASCII while SMTPUTF8 is
+        not in force, or with control characters (a lone CR or LF would
+        break it into lines the client takes for replies of their own);
+        typically an echo of the client's own bytes - is replaced by
         ``500 Error: bad syntax``.
         """
+        data = self._encode_reply(msg)
+        async_chat.push(
+            self, data if data is not None else b"500 Error: bad syntax\r\n"
+        )
+
+    def _encode_reply(self, msg: str) -> bytes | None:
+        """The reply line as bytes with its CRLF, or None if it is unsendable."""
+        if _protocol.has_control_characters(msg):
+            return None
         try:
-            data = (msg + "\r\n").encode("utf-8" if self.require_SMTPUTF8 else "ascii")
+            return (msg + "\r\n").encode("utf-8" if self.require_SMTPUTF8 else "ascii")
         except UnicodeEncodeError:
-            data = b"500 Error: bad syntax\r\n"
-        async_chat.push(self, data)
+            return None
 
     def collect_incoming_data(self, data: bytes) -> None:
         """Keep input up to the terminator, dropping what passes the limit."""
@@ -442,7 +467,10 @@ class SMTPChannel(async_chat):
             raise TypeError(
                 f"process_message() returned {type(status).__name__}, not str"
             )
-        status.encode("utf-8" if self.require_SMTPUTF8 else "ascii")
+        if self._encode_reply(status) is None:
+            raise ValueError(
+                f"process_message() returned an unsendable reply: {status!r}"
+            )
         return status
 
     def _recover_from_handler_error(self) -> None:
@@ -493,12 +521,12 @@ class SMTPChannel(async_chat):
         self.push("250-%s" % self.fqdn)
         if self.data_size_limit:
             self.push("250-SIZE %s" % self.data_size_limit)
-            self.command_size_limits["MAIL"] += 26
+            self._own_command_size_limits()["MAIL"] += 26
         if not self._decode_data:
             self.push("250-8BITMIME")
         if self.enable_SMTPUTF8:
             self.push("250-SMTPUTF8")
-            self.command_size_limits["MAIL"] += 10
+            self._own_command_size_limits()["MAIL"] += 10
         self.push("250 HELP")
 
     def smtp_NOOP(self, arg: str | None) -> None:

@@ -14,6 +14,7 @@ from typing import Any, AnyStr
 __all__ = [
     "AddressError",
     "SpecError",
+    "has_control_characters",
     "parse_hostport",
     "parse_params",
     "parse_size",
@@ -126,6 +127,23 @@ def _unstuff(
     if crlf_dot in raw:
         raw = raw.replace(crlf_dot, crlf)
     return raw.replace(crlf, lf)
+
+
+# What RFC 5321 (4.2) does not allow in the text of a reply: control
+# characters other than HT.  A CR or LF in particular would start a line the
+# client reads as a reply of its own (2.3.8).
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether reply text holds a character RFC 5321 forbids there.
+
+    CRLF pairs, which separate the lines of a multi-line reply, are
+    allowed; any other control character except HT is not.
+    """
+    if _CONTROL_CHARACTER.search(text) is None:
+        return False
+    return _CONTROL_CHARACTER.search(text.replace("\r\n", "")) is not None
 
 
 def parse_hostport(spec: str) -> tuple[str, int]:

@@ -79,17 +79,23 @@ class async_chat(asyncore.dispatcher):
 
     terminator: Terminator = None
 
+    # Per-connection state that starts out the same for every channel lives
+    # here until a channel changes it: an instance dict of at most 30 keys
+    # is shared-key (compact) in CPython, which matters with many idle
+    # connections.
+    #
+    # Unprocessed input is _in_buffer[_in_pos:]; see ac_in_buffer.
+    _in_buffer = b""
+    _in_pos = 0
+    # Bytes waiting in producer_fifo (producers not counted).
+    _out_pending = 0
+    # True while input is being processed: push() then only queues.
+    _deferring_send = False
+    _input_closed = False
+
     def __init__(self, sock: Any = None, map: dict | None = None) -> None:
-        # Unprocessed input is _in_buffer[_in_pos:]; see ac_in_buffer.
-        self._in_buffer = b""
-        self._in_pos = 0
         self.incoming: list = []
         self.producer_fifo: deque[Any] = deque()
-        # Bytes waiting in producer_fifo (producers not counted).
-        self._out_pending = 0
-        # True while input is being processed: push() then only queues.
-        self._deferring_send = False
-        self._input_closed = False
         super().__init__(sock, map)
 
     @property

@@ -4,6 +4,8 @@ import io
 import re
 import smtplib
 import socket
+import subprocess
+import sys
 import threading
 import warnings
 from email.message import EmailMessage
@@ -58,6 +60,21 @@ def test_asyncore_is_the_importable_one():
         warnings.simplefilter("ignore")
         import asyncore as imported
     assert smtpd_compat.asyncore is imported
+
+
+@pytest.mark.parametrize(
+    "modules", ["smtpd_compat", "smtpd_compat, smtpd_compat.asynchat, asyncore"]
+)
+def test_import_warns_nothing(modules):
+    """No DeprecationWarning leaks, even where the stdlib asyncore warns."""
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "import " + modules],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 4,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
 
 
 def test_asynchat_builds_on_asyncore():
