@@ -173,8 +173,8 @@ class SMTPChannel(async_chat):
     DATA = 1
 
     command_size_limit = 512
-    # The class-level table is kept for code that looks at it; each channel
-    # works on its own copy, made in __init__.
+    # The class-level table is kept for code that looks at it; a channel
+    # makes its own table when EHLO first changes a limit.
     command_size_limits: collections.defaultdict[str, int] = collections.defaultdict(
         functools.partial(int, command_size_limit)  # a factory giving 512
     )
@@ -268,8 +268,8 @@ class SMTPChannel(async_chat):
 
     # -- the wire --------------------------------------------------------
 
-    # When the client was last heard from (time.monotonic()); kept only
-    # while the server has an idle timeout.
+    # When the client was last heard from (time.monotonic()): set by every
+    # read, and on connection when the server has an idle timeout.
     _last_activity = 0.0
     _idle_notice_sent = False
     _data_seeded = False
