@@ -245,11 +245,13 @@ class async_chat(asyncore.dispatcher):
         """Close the channel once everything queued has been sent."""
         self.producer_fifo.append(None)
 
+    # readable() and writable() run for every channel on every pass of the
+    # loop: keep them to a few attribute lookups.
     def readable(self) -> bool:
-        return not self._input_closed and self._out_pending <= self.ac_out_pending_limit
+        return self._out_pending <= self.ac_out_pending_limit and not self._input_closed
 
-    def writable(self) -> bool:
-        return bool(self.producer_fifo) or not self.connected
+    def writable(self) -> Any:
+        return self.producer_fifo or not self.connected
 
     def handle_write(self) -> None:
         self.initiate_send()
