@@ -335,25 +335,30 @@ class SMTPChannel(async_chat):
             if self.num_bytes > limit:
                 return
             self.num_bytes += len(data)
+        if self._data_seeded:
+            # The first piece of a message starts with the CRLF that
+            # _start_data() put back: it is not part of the message.
+            self._data_seeded = False
+            data = data[2:]
         if self._decode_data:
             # str, as subclasses expect; surrogateescape keeps it lossless
             # (a character split across reads is put together again in
             # found_terminator())
             self.received_lines.append(data.decode("utf-8", "surrogateescape"))
+        elif self.smtp_state == self.DATA:
+            # A message grows in one buffer, so that it is never held as
+            # pieces and as a whole at the same time.
+            lines = self.received_lines
+            if lines:
+                lines[-1] += data
+            else:
+                lines.append(bytearray(data))
         else:
             self.received_lines.append(data)
 
     def found_terminator(self) -> None:
         """Act on a complete command line or a complete message."""
-        chunks = self.received_lines
-        self.received_lines = []
-        if self._data_seeded and chunks:
-            chunks[0] = chunks[0][2:]  # the CRLF that _start_data() added
-        if self._decode_data:
-            line = "".join(chunks).encode("utf-8", "surrogateescape")
-        else:
-            line = b"".join(chunks)
-        del chunks
+        line = self._take_received()
         if _debugging():
             print("Data:", repr(self._decoded_for_debug(line)), file=DEBUGSTREAM)
         if self.smtp_state == self.COMMAND:
@@ -364,7 +369,19 @@ class SMTPChannel(async_chat):
             self.push("451 Internal confusion")
             self.num_bytes = 0
 
-    def _decoded_for_debug(self, line: bytes) -> Any:
+    def _take_received(self) -> bytes | bytearray:
+        """Everything collected since the last terminator, in one piece."""
+        chunks = self.received_lines
+        self.received_lines = []
+        if self._decode_data:
+            return "".join(chunks).encode("utf-8", "surrogateescape")
+        if len(chunks) == 1:
+            return chunks[0]  # no copy: a message's buffer, or a short line
+        return b"".join(chunks)
+
+    def _decoded_for_debug(self, line: bytes | bytearray) -> Any:
+        if isinstance(line, bytearray):
+            return bytes(line)
         if self._decode_data:
             try:
                 return line.decode("utf-8")
@@ -372,7 +389,7 @@ class SMTPChannel(async_chat):
                 pass
         return line
 
-    def _handle_command_line(self, raw: bytes) -> None:
+    def _handle_command_line(self, raw: bytes | bytearray) -> None:
         size, self.num_bytes = self.num_bytes, 0
         if not raw:
             self.push(_BAD_SYNTAX)
@@ -412,7 +429,7 @@ class SMTPChannel(async_chat):
         # Not limits[command]: that would store an entry per unknown verb.
         return limits.default_factory()
 
-    def _handle_message(self, raw: bytes) -> None:
+    def _handle_message(self, raw: bytes | bytearray) -> None:
         if self.data_size_limit and self.num_bytes > self.data_size_limit:
             self._set_post_data_state()
             self.push("552 Error: Too much mail data")

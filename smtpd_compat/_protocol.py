@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from email._header_value_parser import get_addr_spec, get_angle_addr
-from typing import Any, AnyStr
+from typing import Any, AnyStr, overload
 
 __all__ = [
     "AddressError",
@@ -107,13 +107,24 @@ def parse_size(value: str | bool) -> int | None:
     return None
 
 
-def unstuff(raw: AnyStr) -> AnyStr:
+@overload
+def unstuff(raw: str) -> str: ...
+@overload
+def unstuff(raw: bytes | bytearray) -> bytes: ...
+
+
+def unstuff(raw: str | bytes | bytearray) -> str | bytes:
     """Undo DATA transparency (RFC 5321, 4.5.2) and join lines with LF.
 
     ``raw`` is the message as sent, lines separated by CRLF, without the
     final ``CRLF.CRLF``.  One leading dot is removed from every line that
-    starts with a dot.  Works on bytes and on str, in bulk operations.
+    starts with a dot.  Works on str and bytes, in bulk operations.
+
+    A bytearray gives bytes and is used up (emptied) on the way, so that a
+    large message is never held more than twice in memory.
     """
+    if isinstance(raw, bytearray):
+        return _unstuff_buffer(raw)
     if isinstance(raw, bytes):
         return _unstuff(raw, b"\r\n", b"\r\n.", b"\n", b".")
     return _unstuff(raw, "\r\n", "\r\n.", "\n", ".")
@@ -127,6 +138,26 @@ def _unstuff(
     if crlf_dot in raw:
         raw = raw.replace(crlf_dot, crlf)
     return raw.replace(crlf, lf)
+
+
+def _unstuff_buffer(buffer: bytearray) -> bytes:
+    # _unstuff()'s steps, each copy emptying the one before it.
+    if buffer.startswith(b"."):
+        del buffer[0]  # cheap: a bytearray drops its head without moving
+    if b"\r\n." in buffer:
+        unstuffed = buffer.replace(b"\r\n.", b"\r\n")
+        buffer.clear()
+        buffer = unstuffed
+    if buffer.count(b"\r") == buffer.count(b"\r\n"):
+        # Every CR ends a line: deleting them all is the same, and faster
+        # than replacing pairs.
+        joined = buffer.translate(None, b"\r")
+    else:
+        joined = buffer.replace(b"\r\n", b"\n")
+    buffer.clear()
+    data = bytes(joined)
+    joined.clear()
+    return data
 
 
 # What RFC 5321 (4.2) does not allow in the text of a reply: control

@@ -253,13 +253,23 @@ def test_unstuff_examples(raw, expected):
 PIECES = [".", "..", "\r\n", "\r", "\n", "a", "\r\n.", "\u00e9", " "]
 
 
-@pytest.mark.parametrize("as_bytes", [False, True])
-def test_unstuff_differential(as_bytes):
+@pytest.mark.parametrize("kind", [str, bytes, bytearray])
+def test_unstuff_differential(kind):
     rng = random.Random(7)
     for _ in range(3000):
         text = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 12)))
-        raw = text.encode("utf-8") if as_bytes else text
-        assert unstuff(raw) == reference_unstuff(raw), repr(raw)
+        raw = text if kind is str else kind(text.encode("utf-8"))
+        expected = reference_unstuff(raw if kind is not bytearray else bytes(raw))
+        result = unstuff(raw)
+        assert type(result) is (str if kind is str else bytes)
+        assert result == expected, repr(text)
+
+
+def test_unstuff_uses_up_a_bytearray():
+    """A bytearray is emptied, so a big message is not kept twice."""
+    buffer = bytearray(b".a\r\n..b\r\nc\rd")
+    assert unstuff(buffer) == b"a\n.b\nc\rd"
+    assert buffer == bytearray()
 
 
 # --- parse_hostport ----------------------------------------------------------------
