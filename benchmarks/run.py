@@ -358,6 +358,36 @@ def run_threaded_worker(spec: dict[str, Any]) -> None:
         (b"QUIT\r\n", 221, "QUIT"),
     ]
 
+    def persistent_raw() -> None:
+        """smtplib's sendmail() dialog on a plain socket, one connection."""
+        sock = None
+        buf = bytearray()
+        try:
+            with setup_lock:
+                sock = socket.create_connection((HOST, port), timeout=timeout)
+                for command, code, what in dialog[:2]:  # greeting, EHLO
+                    if command is not None:
+                        sock.sendall(command)
+                    expect(sock, buf, code, what)
+        except Exception as exc:  # noqa: BLE001 - reported as a client error
+            tally.add_error(exc)
+            sock = None
+        ready.release()
+        go.wait()
+        if sock is None:
+            return
+        try:
+            for _ in range(count):
+                for command, code, what in dialog[2:-1]:  # MAIL ... end of data
+                    sock.sendall(command)
+                    expect(sock, buf, code, what)
+                tally.add_sent(1)
+            finished.append(time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - reported as a client error
+            tally.add_error(exc)
+        finally:
+            sock.close()
+
     def connection_per_message() -> None:
         ready.release()
         go.wait()
@@ -429,6 +459,7 @@ def run_threaded_worker(spec: dict[str, Any]) -> None:
 
     body = {
         "smtplib": persistent,
+        "raw": persistent_raw,
         "connect-per-message": connection_per_message,
         "rfc2920": pipelining,
     }[spec["mode"]]
@@ -1001,9 +1032,12 @@ def scenario_pipelined(conns: int) -> Callable[[Server, Settings], dict[str, Any
 
 
 def scenario_big(server: Server, settings: Settings) -> dict[str, Any]:
+    # smtplib's own work on a 1 MB message (line end and dot checks in
+    # Python) would cost as much CPU as the server's: the raw client keeps
+    # its round trips and leaves the CPU to the server.
     result = throughput(
         server,
-        "smtplib",
+        "raw",
         4,
         settings.big_msgs,
         1 << 20,
@@ -1327,9 +1361,9 @@ def build_scenarios() -> list[Scenario]:
     scenarios.append(
         Scenario(
             "b",
-            "1 MB messages, smtplib, 4 persistent connections",
+            "1 MB messages, 4 persistent connections",
             scenario_big,
-            [Metric("b", "value", "(b) 1MB smtplib x4", "MB/s", True, "server CPU")],
+            [Metric("b", "value", "(b) 1MB x4", "MB/s", True, "server CPU")],
         )
     )
     scenarios.append(

@@ -62,11 +62,13 @@ DATA_SIZE_DEFAULT = 33554432
 # The real socket module's TCP constants: the module-level ``socket`` may be
 # replaced by a test double that lacks them.
 _TCP_NODELAY_OPTION = (socket.IPPROTO_TCP, socket.TCP_NODELAY)
+_SHUT_RDWR = socket.SHUT_RDWR
 _LISTEN_BACKLOG = 1024
 # accept() errors that mean "not now" rather than "broken", and how long
 # (seconds) to stop accepting after one.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _ACCEPT_PAUSE = 0.1
+_ACCEPTS_PER_PASS = 64
 _LOCAL_ERROR = "451 Requested action aborted: local error in processing"
 _BAD_SYNTAX = "500 Error: bad syntax"
 
@@ -290,14 +292,25 @@ class SMTPChannel(async_chat):
         if not self._last_activity:  # the timeout was set after we started
             self._last_activity = now
             return
+        # This runs while asyncore asks each dispatcher readable(): closing a
+        # channel now would hand select() a closed descriptor.  So the
+        # reply is only queued, and a socket is only shut down; the loop's
+        # next pass sends, sees the end, and closes.
         if self._idle_notice_sent:
-            self.close()
+            try:
+                self.socket.shutdown(_SHUT_RDWR)  # type: ignore[union-attr]
+            except OSError:
+                pass
             return
         self._idle_notice_sent = True
         self._last_activity = now
         self._close_input()
-        self.push("421 %s Idle timeout, closing connection" % self.fqdn)
-        self.close_when_done()
+        deferring, self._deferring_send = self._deferring_send, True
+        try:
+            self.push("421 %s Idle timeout, closing connection" % self.fqdn)
+            self.close_when_done()
+        finally:
+            self._deferring_send = deferring
 
     def push(self, msg: str) -> None:  # type: ignore[override]
         """Queue one reply line (without its CRLF).
@@ -871,17 +884,23 @@ class SMTPServer(asyncore.dispatcher):
                 dispatcher._close_if_idle(now, timeout)
 
     def handle_accept(self) -> None:
-        try:
-            pair = self.accept()
-        except OSError as err:
-            if err.errno not in _OUT_OF_RESOURCES:
-                raise
-            # Out of file descriptors: asking again at once would only spin.
-            # Pending clients wait in the backlog until some close.
-            self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
-            self.log_info("cannot accept connections: %s" % err, "warning")
-            return
-        if pair is not None:
+        # A pass of asyncore's loop costs time in proportion to the number of
+        # connections: taking one connection per pass made a burst of
+        # clients wait thousands of passes.  Take what is queued, up to a
+        # bound, so that connected clients are served meanwhile.
+        for _ in range(_ACCEPTS_PER_PASS):
+            try:
+                pair = self.accept()
+            except OSError as err:
+                if err.errno not in _OUT_OF_RESOURCES:
+                    raise
+                # Out of file descriptors: asking again at once would only
+                # spin.  Pending clients wait in the backlog until some close.
+                self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
+                self.log_info("cannot accept connections: %s" % err, "warning")
+                return
+            if pair is None:  # nobody (left) waiting
+                return
             self.handle_accepted(*pair)
 
     def handle_accepted(self, conn: Any, addr: Any) -> None:

@@ -140,17 +140,23 @@ def _unstuff(
     return raw.replace(crlf, lf)
 
 
+# A CR that does not start a CRLF pair.
+_BARE_CR = re.compile(rb"\r(?:[^\n]|\Z)")
+
+
 def _unstuff_buffer(buffer: bytearray) -> bytes:
-    # _unstuff()'s steps, each copy emptying the one before it.
+    # _unstuff()'s steps, each copy emptying the one before it.  (rfind()
+    # and a regular expression are used where they are several times
+    # faster on large buffers than `in` and count().)
     if buffer.startswith(b"."):
         del buffer[0]  # cheap: a bytearray drops its head without moving
-    if b"\r\n." in buffer:
+    if buffer.rfind(b"\r\n.") >= 0:
         unstuffed = buffer.replace(b"\r\n.", b"\r\n")
         buffer.clear()
         buffer = unstuffed
-    if buffer.count(b"\r") == buffer.count(b"\r\n"):
-        # Every CR ends a line: deleting them all is the same, and faster
-        # than replacing pairs.
+    if _BARE_CR.search(buffer) is None:
+        # Every CR ends a line: deleting them all is the same as replacing
+        # CRLF pairs, and faster.
         joined = buffer.translate(None, b"\r")
     else:
         joined = buffer.replace(b"\r\n", b"\n")

@@ -1,0 +1,183 @@
+"""The idle timeout: ``SMTPServer(..., idle_timeout=SECONDS)`` and ``-t``.
+
+A client silent for ``idle_timeout`` seconds gets ``421 <fqdn> Idle
+timeout, closing connection`` and is disconnected; a client that keeps
+talking is not; without the option nobody is cut off.  No test here
+asserts how fast anything happens: they wait (with generous bounds) for
+what must happen, and check what must not.
+"""
+
+import select
+import smtplib
+import socket
+import time
+
+import pytest
+from conftest import FQDN, TIMEOUT, wait_for
+from robustness_support import (
+    WatchedServer,
+    assert_no_unexpected_errors,
+    check_fresh_delivery,
+    cli_servers,
+    read_until_closed,
+)
+from test_cli import run_cli
+
+IDLE_NOTICE = ("421 %s Idle timeout, closing connection\r\n" % FQDN).encode("ascii")
+SHORT = 0.5
+
+
+@pytest.fixture
+def cli_server():
+    yield from cli_servers()
+
+
+@pytest.fixture(params=[False, True], ids=["select", "poll"])
+def idle_server(request, serve):
+    """Factory: a WatchedServer with the given idle_timeout, on either loop."""
+
+    def start(**kwargs):
+        return serve(WatchedServer, use_poll=request.param, **kwargs)
+
+    return start
+
+
+def connect(server):
+    sock = socket.create_connection(server.socket.getsockname()[:2], timeout=TIMEOUT)
+    greeting, _ = read_until_closed(sock, limit=1)
+    assert greeting.startswith(b"220 ")
+    return sock
+
+
+def test_silent_client_gets_421_then_eof(idle_server):
+    server = idle_server(idle_timeout=SHORT)
+    sock = connect(server)
+    try:
+        received, how = read_until_closed(sock, timeout=10 * SHORT + TIMEOUT)
+    finally:
+        sock.close()
+    assert (received, how) == (IDLE_NOTICE, "eof")
+    assert wait_for(lambda: len(server._map) == 1)
+    assert_no_unexpected_errors(server)
+    check_fresh_delivery(server)
+
+
+def test_talking_client_is_not_cut(serve):
+    """A NOOP every 0.2 s for twice the timeout (1 s) keeps the session alive."""
+    server = serve(WatchedServer, idle_timeout=1.0)
+    sock = connect(server)
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            sock.sendall(b"NOOP\r\n")
+            reply, _ = read_until_closed(sock, limit=1)
+            assert reply == b"250 OK\r\n"
+            time.sleep(0.2)
+        sock.sendall(b"QUIT\r\n")
+        rest, how = read_until_closed(sock)
+    finally:
+        sock.close()
+    assert (rest, how) == (b"221 Bye\r\n", "eof")
+    assert_no_unexpected_errors(server)
+
+
+def test_silent_mid_data_is_cut_and_not_delivered(idle_server):
+    server = idle_server(idle_timeout=SHORT)
+    sock = connect(server)
+    try:
+        sock.sendall(
+            b"HELO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+            b"DATA\r\nSubject: never finished\r\n\r\nhalf a mess"
+        )
+        received, how = read_until_closed(sock, timeout=10 * SHORT + TIMEOUT)
+    finally:
+        sock.close()
+    assert how == "eof"
+    assert received.endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n" + IDLE_NOTICE)
+    assert server.deliveries == []
+    assert_no_unexpected_errors(server)
+    check_fresh_delivery(server)
+    assert len(server.deliveries) == 1  # only the fresh one
+
+
+def test_client_that_never_reads_is_closed(idle_server):
+    """Replies pile up unread, the server stops reading, and then cuts it off."""
+    server = idle_server(idle_timeout=SHORT)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    sock.connect(server.socket.getsockname()[:2])
+    assert wait_for(lambda: len(server._map) == 2)
+    sock.setblocking(False)
+    try:
+        stalled_since = None
+        deadline = time.monotonic() + 30
+        while len(server._map) > 1:
+            assert time.monotonic() < deadline, "the server never closed the connection"
+            writable = select.select([], [sock], [], 0.05)[1]
+            if not writable:
+                stalled_since = stalled_since or time.monotonic()
+                continue
+            try:
+                sock.send(b"HELP\r\n" * 10000)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:  # reset by the server: it is gone
+                break
+    finally:
+        sock.close()
+    assert stalled_since is not None, "the server never stopped reading"
+    assert wait_for(lambda: len(server._map) == 1)
+    assert_no_unexpected_errors(server)
+    check_fresh_delivery(server)
+
+
+def test_no_timeout_by_default(serve):
+    server = serve(WatchedServer)
+    assert server.idle_timeout is None
+    sock = connect(server)
+    try:
+        # Silent for 1.5 s: nothing arrives, the connection stays.
+        assert select.select([sock], [], [], 1.5)[0] == []
+        sock.sendall(b"NOOP\r\n")
+        reply, _ = read_until_closed(sock, limit=1)
+    finally:
+        sock.close()
+    assert reply == b"250 OK\r\n"
+    assert_no_unexpected_errors(server)
+
+
+def test_timeout_is_keyword_only():
+    with pytest.raises(TypeError):
+        WatchedServer(("127.0.0.1", 0), None, None, {}, False, False, 1.0)
+
+
+def test_cli_idle_timeout(cli_server):
+    running = cli_server("-c", "DebuggingServer", "-t", str(SHORT))
+    sock = socket.create_connection(running.address, timeout=TIMEOUT)
+    try:
+        received, how = read_until_closed(sock, timeout=10 * SHORT + TIMEOUT)
+    finally:
+        sock.close()
+    assert how == "eof"
+    assert received.startswith(b"220 ")
+    assert received.endswith(IDLE_NOTICE)
+    # The server itself goes on.
+    with smtplib.SMTP(*running.address, timeout=TIMEOUT) as client:
+        assert client.noop()[0] == 250
+
+
+def test_cli_long_option(cli_server):
+    running = cli_server("-c", "DebuggingServer", "--idle-timeout=%s" % SHORT)
+    sock = socket.create_connection(running.address, timeout=TIMEOUT)
+    try:
+        received, how = read_until_closed(sock, timeout=10 * SHORT + TIMEOUT)
+    finally:
+        sock.close()
+    assert how == "eof" and received.endswith(IDLE_NOTICE)
+
+
+@pytest.mark.parametrize("value", ["0", "x", "-1", "inf", "nan", ""])
+def test_cli_invalid_timeout(value):
+    result = run_cli("-n", "-t", value, "127.0.0.1:0")
+    assert result.returncode == 1
+    assert result.stderr == "Invalid timeout: %s\n" % value
