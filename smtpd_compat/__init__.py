@@ -487,8 +487,10 @@ class SMTPChannel(async_chat):
             self._set_post_data_state()
             self._recover_from_handler_error()
             return
-        self._set_post_data_state()
+        # Queued before the reset, which clears require_SMTPUTF8: the reply
+        # belongs to the transaction and may be UTF-8 if it used SMTPUTF8.
         self.push(reply)
+        self._set_post_data_state()
 
     def _status_reply(self, status: Any) -> str:
         if not status:

@@ -359,6 +359,26 @@ def test_process_message_failures(serve, connect, capsys, result):
     assert len(server.deliveries) == 2
 
 
+def test_utf8_status_in_smtputf8_transaction(serve, connect):
+    """3.11 reset SMTPUTF8 before sending the status, and then crashed."""
+    server = serve(FailingServer, enable_SMTPUTF8=True)
+    server.result = "250 Accept\u00e9"
+    client = connect(server)
+    client.cmd("EHLO x")
+    assert client.cmd("MAIL FROM:<a@b> SMTPUTF8") == OK
+    client.cmd("RCPT TO:<c@d>")
+    client.cmd("DATA")
+    assert data_reply_ok(client, b"x") == "250 Accept\u00e9\r\n".encode("utf-8")
+    assert len(server.deliveries) == 1
+    # The next transaction does not use SMTPUTF8: the same status cannot be
+    # sent, and is refused before the client is told anything else.
+    client.cmd("MAIL FROM:<a@b>")
+    client.cmd("RCPT TO:<c@d>")
+    client.cmd("DATA")
+    assert data_reply_ok(client, b"x") == LOCAL_ERROR
+    assert_usable(client)
+
+
 class ErrorSeeingChannel(smtpd_compat.SMTPChannel):
     seen = []
 
