@@ -75,7 +75,8 @@ class async_chat(asyncore.dispatcher):
     # Bytes read from the socket at a time, and sent at a time.
     ac_in_buffer_size = 65536
     ac_out_buffer_size = 65536
-    # Stop reading while more than this many bytes wait to be sent.
+    # Stop reading while the output waiting to be sent holds more than this
+    # much memory (its bytes, plus _ITEM_COST for each queued piece).
     ac_out_pending_limit = 1 << 20
 
     # Str terminators and producer output are only encoded when asked to:
