@@ -529,26 +529,25 @@ class SMTPChannel(async_chat):
 
     # -- SMTP and ESMTP commands -------------------------------------------
 
-    def smtp_HELO(self, arg: str | None) -> None:
+    def _accept_greeting(self, command: str, arg: str | None) -> bool:
+        """Start the session for HELO/EHLO; False after an error reply."""
         if not arg:
-            self.push("501 Syntax: HELO hostname")
-            return
+            self.push("501 Syntax: %s hostname" % command)
+            return False
         if self.seen_greeting:
             self.push("503 Duplicate HELO/EHLO")
-            return
+            return False
         self._set_rset_state()
         self.seen_greeting = arg
-        self.push("250 %s" % self.fqdn)
+        return True
+
+    def smtp_HELO(self, arg: str | None) -> None:
+        if self._accept_greeting("HELO", arg):
+            self.push("250 %s" % self.fqdn)
 
     def smtp_EHLO(self, arg: str | None) -> None:
-        if not arg:
-            self.push("501 Syntax: EHLO hostname")
+        if not self._accept_greeting("EHLO", arg):
             return
-        if self.seen_greeting:
-            self.push("503 Duplicate HELO/EHLO")
-            return
-        self._set_rset_state()
-        self.seen_greeting = arg
         self.extended_smtp = True
         self.push("250-%s" % self.fqdn)
         if self.data_size_limit:

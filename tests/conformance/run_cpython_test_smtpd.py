@@ -16,7 +16,6 @@ problems.  The final line printed is always::
 
 import argparse
 import glob
-import importlib
 import os
 import re
 import shutil
@@ -26,26 +25,24 @@ import tempfile
 import traceback
 import unittest
 
+from _harness import ConformanceSetupError, import_from_directory, rewrite_lines
+
 ENV_OVERRIDE = "SMTPD_COMPAT_CPYTHON_TESTS"
 UPSTREAM_NAME = "test_smtpd.py"
 ADAPTED_MODULE = "cpython_test_smtpd_adapted"
 DEFAULT_EXPECT = 153
 
-# (line that must appear exactly once upstream, replacement template)
+# (the upstream line, which must appear exactly once; its replacement)
 REWRITES = [
     (
-        "smtpd = warnings_helper.import_deprecated('smtpd')",
+        ("smtpd = warnings_helper.import_deprecated('smtpd')",),
         "import {module} as smtpd",
     ),
     (
-        "asyncore = warnings_helper.import_deprecated('asyncore')",
+        ("asyncore = warnings_helper.import_deprecated('asyncore')",),
         "asyncore = smtpd.asyncore",
     ),
 ]
-
-
-class ConformanceSetupError(Exception):
-    """Raised when the upstream tests cannot be found or adapted."""
 
 
 def _pyenv_root():
@@ -103,39 +100,11 @@ def find_upstream_tests():
     return hits[-1]
 
 
-def adapt_source(text, module):
-    """Rewrite the upstream import lines so the tests use *module*."""
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", module):
-        raise ConformanceSetupError(f"not a module name: {module!r}")
-    lines = text.splitlines(True)
-    for original, template in REWRITES:
-        positions = [
-            i for i, line in enumerate(lines) if line.rstrip("\r\n") == original
-        ]
-        if len(positions) != 1:
-            raise ConformanceSetupError(
-                f"expected exactly one line {original!r} in the upstream file, found {len(positions)}; "
-                "the upstream tests changed and this script needs updating"
-            )
-        index = positions[0]
-        ending = lines[index][len(original) :]
-        lines[index] = template.format(module=module) + ending
-    return "".join(lines)
-
-
 def load_adapted_suite(source_path, module, workdir):
     """Write the adapted copy into *workdir* and load its tests."""
     with open(source_path, encoding="utf-8") as handle:
-        adapted = adapt_source(handle.read(), module)
-    target = os.path.join(workdir, ADAPTED_MODULE + ".py")
-    with open(target, "w", encoding="utf-8") as handle:
-        handle.write(adapted)
-    sys.path.insert(0, workdir)
-    try:
-        importlib.invalidate_caches()
-        test_module = importlib.import_module(ADAPTED_MODULE)
-    finally:
-        sys.path.remove(workdir)
+        adapted = rewrite_lines(handle.read(), REWRITES, module)
+    test_module = import_from_directory(ADAPTED_MODULE, adapted, workdir)
     return unittest.defaultTestLoader.loadTestsFromModule(test_module)
 
 
