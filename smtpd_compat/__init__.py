@@ -79,7 +79,7 @@ def _debugging() -> bool:
 
 
 def _debug(*values: object) -> None:
-    if type(DEBUGSTREAM) is not Devnull:
+    if _debugging():
         print(*values, file=DEBUGSTREAM)
 
 
@@ -594,11 +594,12 @@ class SMTPChannel(async_chat):
         if not arg:
             self.push("250 Supported commands: " + _SUPPORTED_COMMANDS)
             return
-        syntax = _COMMAND_SYNTAX.get(arg.upper())
+        command = arg.upper()
+        syntax = _COMMAND_SYNTAX.get(command)
         if syntax is None:
             self.push("501 Supported commands: " + _SUPPORTED_COMMANDS)
             return
-        if self.extended_smtp and arg.upper() in ("MAIL", "RCPT"):
+        if self.extended_smtp and command in ("MAIL", "RCPT"):
             syntax += _PARAMETERS_SYNTAX
         self.push("250 Syntax: " + syntax)
 
@@ -738,8 +739,8 @@ class SMTPChannel(async_chat):
 
         The CRLF that ended the DATA command counts as the start of the
         end marker: put one back in front of the input, so that a message
-        that is just ``.`` is seen to end at once (found_terminator() drops
-        those two bytes again).
+        that is just ``.`` is seen to end at once (collect_incoming_data()
+        drops those two bytes again).
         """
         self.smtp_state = self.DATA
         self.set_terminator(b"\r\n.\r\n")
@@ -984,11 +985,17 @@ class PureProxy(SMTPServer):
     def process_message(
         self, peer: Any, mailfrom: str, rcpttos: list[str], data: Any, **kwargs: Any
     ) -> str | None:
-        message = _relayable_message(data, peer[0])
-        refused = self._deliver(mailfrom, rcpttos, message)
+        refused = self._relay(peer, mailfrom, rcpttos, data)
+        return _relay_status(rcpttos, refused)
+
+    def _relay(
+        self, peer: Any, mailfrom: str, rcpttos: list[str], data: Any
+    ) -> dict[str, Any]:
+        """Relay to ``rcpttos`` with an X-Peer header; return the refusals."""
+        refused = self._deliver(mailfrom, rcpttos, _relayable_message(data, peer[0]))
         if refused:
             _debug("we got some refusals:", refused)
-        return _relay_status(rcpttos, refused)
+        return refused
 
     def _deliver(self, mailfrom: str, rcpttos: list[str], data: Any) -> dict[str, Any]:
         """Send one message upstream; return the refused recipients.
@@ -1035,7 +1042,8 @@ class MailmanProxy(PureProxy):
     A recipient whose local part is ``list`` or ``list-admin``,
     ``list-owner``, ``list-request``, ``list-join`` or ``list-leave``
     (compared in lower case), where Mailman knows ``list``, is put into
-    the matching Mailman queue; every other recipient is relayed to
+    Mailman's incoming queue, flagged with what it is for; every other
+    recipient is relayed to
     ``remoteaddr`` as PureProxy does.  Mailman's ``Mailman`` package must
     be importable; while it is not, every message is answered with a 451
     reply so that clients try again later.
@@ -1081,21 +1089,19 @@ class MailmanProxy(PureProxy):
         refused: dict[str, Any] = {}
         _debug("forwarding recips:", " ".join(other_rcpts))
         if other_rcpts:
-            message = _relayable_message(data, peer[0])
-            refused = self._deliver(mailfrom, other_rcpts, message)
-            if refused:
-                _debug("we got refusals:", refused)
+            refused = self._relay(peer, mailfrom, other_rcpts, data)
 
         if list_rcpts:
             msg = self._mailman_message(data, mailfrom, Message.Message)
             incoming = get_switchboard(mm_cfg.INQUEUE_DIR)
-            opened = {}
+            loaded = set()
             for rcpt, listname, suffix in list_rcpts:
                 _debug("sending message to", rcpt)
-                if listname not in opened:
+                if listname not in loaded:
                     # Loading the list (unlocked) makes sure Mailman can
                     # read it before anything is queued for it.
-                    opened[listname] = MailList.MailList(listname, lock=0)
+                    MailList.MailList(listname, lock=0)
+                    loaded.add(listname)
                 incoming.enqueue(msg, listname=listname, **{_MAILMAN_FLAGS[suffix]: 1})
         return _relay_status(rcpttos, refused)
 

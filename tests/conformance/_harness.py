@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 import re
+import shutil
 import sys
+import tempfile
+import traceback
 import unittest
 from typing import Iterable, Sequence, Tuple
 
@@ -66,6 +69,36 @@ def import_from_directory(name: str, source: str, workdir: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(workdir)
+
+
+def run_adapted(name: str, source: str, verbose: bool) -> unittest.TestResult:
+    """Import *source* as module *name* from a scratch directory, run its tests.
+
+    The scratch directory and the imported module are gone afterwards.
+    Raises ConformanceSetupError (after printing the traceback) when the
+    module cannot be imported, or skips itself as a whole.
+    """
+    workdir = tempfile.mkdtemp(prefix="smtpd-compat-conformance-")
+    try:
+        try:
+            module = import_from_directory(name, source, workdir)
+        except unittest.SkipTest as exc:
+            raise ConformanceSetupError(
+                f"the whole upstream module skipped itself: {exc}"
+            ) from exc
+        except Exception as exc:
+            traceback.print_exc(file=sys.stdout)
+            raise ConformanceSetupError(
+                "importing the adapted upstream tests failed"
+            ) from exc
+        suite = unittest.defaultTestLoader.loadTestsFromModule(module)
+        runner = unittest.TextTestRunner(
+            stream=sys.stdout, verbosity=2 if verbose else 1
+        )
+        return runner.run(suite)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        sys.modules.pop(name, None)
 
 
 def short_id(test_id: str) -> str:

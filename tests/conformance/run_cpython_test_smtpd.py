@@ -21,11 +21,8 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import traceback
-import unittest
 
-from _harness import ConformanceSetupError, import_from_directory, rewrite_lines
+from _harness import ConformanceSetupError, rewrite_lines, run_adapted
 
 ENV_OVERRIDE = "SMTPD_COMPAT_CPYTHON_TESTS"
 UPSTREAM_NAME = "test_smtpd.py"
@@ -100,14 +97,6 @@ def find_upstream_tests():
     return hits[-1]
 
 
-def load_adapted_suite(source_path, module, workdir):
-    """Write the adapted copy into *workdir* and load its tests."""
-    with open(source_path, encoding="utf-8") as handle:
-        adapted = rewrite_lines(handle.read(), REWRITES, module)
-    test_module = import_from_directory(ADAPTED_MODULE, adapted, workdir)
-    return unittest.defaultTestLoader.loadTestsFromModule(test_module)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -136,30 +125,14 @@ def main(argv=None):
     print(f"interpreter: {sys.executable} ({sys.version.split()[0]})")
     sys.stdout.flush()
 
-    workdir = tempfile.mkdtemp(prefix="smtpd-compat-conformance-")
     try:
-        try:
-            suite = load_adapted_suite(upstream, args.module, workdir)
-        except ConformanceSetupError as exc:
-            print(f"error: {exc}")
-            print("conformance: 0 passed, 0 failed")
-            return 2
-        except unittest.SkipTest as exc:
-            print(f"error: the whole upstream module skipped itself: {exc}")
-            print("conformance: 0 passed, 0 failed")
-            return 1
-        except Exception:  # noqa: BLE001 - any import failure must be reported
-            traceback.print_exc(file=sys.stdout)
-            print("error: importing the adapted upstream tests failed")
-            print("conformance: 0 passed, 0 failed")
-            return 1
-        runner = unittest.TextTestRunner(
-            stream=sys.stdout, verbosity=2 if args.verbose else 1
-        )
-        result = runner.run(suite)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        sys.modules.pop(ADAPTED_MODULE, None)
+        with open(upstream, encoding="utf-8") as handle:
+            adapted = rewrite_lines(handle.read(), REWRITES, args.module)
+        result = run_adapted(ADAPTED_MODULE, adapted, args.verbose)
+    except ConformanceSetupError as exc:
+        print(f"error: {exc}")
+        print("conformance: 0 passed, 0 failed")
+        return 1
 
     unexpected = len(result.unexpectedSuccesses)
     expected_failures = len(result.expectedFailures)

@@ -25,18 +25,15 @@ import argparse
 import faulthandler
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import traceback
 import unittest
 
 from _harness import (
     ConformanceSetupError,
-    import_from_directory,
     result_summary,
     rewrite_lines,
+    run_adapted,
 )
 
 ENV_OVERRIDE = "SMTPD_COMPAT_CPYTHON_SMTPLIB_TESTS"
@@ -196,27 +193,14 @@ def main(argv=None) -> int:
         return 2
     print(describe("unmodified file", baseline))
 
-    workdir = tempfile.mkdtemp(prefix="smtpd-compat-smtplib-")
     try:
-        try:
-            module = import_from_directory(ADAPTED_MODULE, adapted_source, workdir)
-        except unittest.SkipTest as exc:
-            print(f"error: the whole upstream module skipped itself: {exc}")
-            print("conformance: 0 passed, 0 failed")
-            return 1
-        except Exception:  # noqa: BLE001 - any import failure must be reported
-            traceback.print_exc(file=sys.stdout)
-            print("error: importing the adapted upstream tests failed")
-            print("conformance: 0 passed, 0 failed")
-            return 1
-        suite = unittest.defaultTestLoader.loadTestsFromModule(module)
-        runner = unittest.TextTestRunner(
-            stream=sys.stdout, verbosity=2 if args.verbose else 1
+        adapted = result_summary(
+            run_adapted(ADAPTED_MODULE, adapted_source, args.verbose)
         )
-        adapted = result_summary(runner.run(suite))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        sys.modules.pop(ADAPTED_MODULE, None)
+    except ConformanceSetupError as exc:
+        print(f"error: {exc}")
+        print("conformance: 0 passed, 0 failed")
+        return 1
 
     print(describe("adapted file", adapted))
     passed, problems, accepted = judge(adapted, baseline)
