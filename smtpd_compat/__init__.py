@@ -31,7 +31,12 @@ import socket
 import sys
 import time
 import warnings
+
+# get_addr_spec and get_angle_addr: names of Python's smtpd module
+# that subclasses copied from its code reach through it.
+from email._header_value_parser import get_addr_spec, get_angle_addr  # noqa: F401
 from typing import Any, NoReturn
+from warnings import warn
 
 from . import _protocol
 from .asynchat import async_chat, asyncore
@@ -71,6 +76,9 @@ _ACCEPT_PAUSE = 0.1
 _ACCEPTS_PER_PASS = 64
 _LOCAL_ERROR = "451 Requested action aborted: local error in processing"
 _BAD_SYNTAX = "500 Error: bad syntax"
+# Python's smtpd kept an entry in command_size_limits for every command an
+# EHLO client sent; past this many, unknown verbs are no longer stored.
+_COMMAND_LIMITS_KEPT = 256
 
 
 def _debugging() -> bool:
@@ -86,15 +94,18 @@ def _debug(*values: object) -> None:
 def _server_fqdn(server: Any) -> str:
     """The host name for replies, looked up once per server.
 
-    The cached name is tied to the ``socket`` module that produced it, so a
-    test that swaps ``smtpd_compat.socket`` gets a fresh lookup.
+    The cached name is tied to the ``socket`` module and the ``getfqdn``
+    function that produced it, so a test that swaps ``smtpd_compat.socket``
+    or patches ``socket.getfqdn`` gets a fresh lookup, as it did when
+    Python's smtpd asked on every connection.
     """
+    getfqdn = socket.getfqdn
     cached = getattr(server, "_smtpd_compat_fqdn", None)
-    if isinstance(cached, tuple) and cached[0] is socket:
+    if isinstance(cached, tuple) and cached[0] is getfqdn:
         return cached[1]
-    fqdn = socket.getfqdn()
+    fqdn = getfqdn()
     try:
-        server._smtpd_compat_fqdn = (socket, fqdn)
+        server._smtpd_compat_fqdn = (getfqdn, fqdn)
     except AttributeError:
         pass
     return fqdn
@@ -104,24 +115,98 @@ def _server_fqdn(server: Any) -> str:
 def _accepted_options(process_message: Any) -> frozenset | None:
     """Which of mail_options/rcpt_options a process_message takes.
 
-    None means all of them (it has ``**kwargs``).  Handlers written before
-    Python 3.5 take none, and were called without them.
+    None means all of them: it has ``**kwargs``, or its parameters cannot
+    be read at all, and then it is called as 3.11's smtpd called every
+    handler, with both.  Handlers written before Python 3.5 take none, and
+    were called without them.
+
+    Nothing here needs the annotations to evaluate: with PEP 649 (Python
+    3.14) evaluating them raises NameError for a name imported only under
+    ``TYPE_CHECKING``, and a handler must not lose its mail over that.
     """
     try:
-        parameters = inspect.signature(process_message).parameters.values()
-    except (TypeError, ValueError):
+        names = _keyword_parameters(process_message)
+    except Exception:  # noqa: BLE001 - unreadable: fall back to 3.11's call
         return None
+    if names is None:
+        return None
+    return frozenset(names & {"mail_options", "rcpt_options"})
+
+
+def _keyword_parameters(function: Any) -> set[str] | None:
+    """Parameter names ``function`` accepts by keyword; None for ``**kwargs``.
+
+    A plain function is read from its code object, which holds no
+    annotations.  Anything else (a decorated function, a callable object,
+    functools.partial ...) goes through inspect.signature, which on 3.14+
+    is told to leave unresolvable annotations as forward references; if
+    that fails, from the code object that a call would run, if there is one.
+    """
+    if inspect.isfunction(function) and not (
+        {"__wrapped__", "__signature__"} & function.__dict__.keys()
+    ):
+        return _code_parameters(function.__code__)
+    try:
+        return _signature_parameters(function)
+    except Exception:
+        code = _code_behind(function)
+        if code is None:
+            raise
+        return _code_parameters(code)
+
+
+def _code_parameters(code: Any) -> set[str] | None:
+    # co_varnames starts with the parameters: positional-only ones (which
+    # take no keyword), the other positional ones, then keyword-only ones.
+    if code.co_flags & inspect.CO_VARKEYWORDS:
+        return None
+    end = code.co_argcount + code.co_kwonlyargcount
+    return set(code.co_varnames[code.co_posonlyargcount : end])
+
+
+def _signature_parameters(function: Any) -> set[str] | None:
+    signature: Any = inspect.signature
+    try:
+        annotationlib: Any = importlib.import_module("annotationlib")
+    except ImportError:  # before 3.14 signature() evaluates nothing
+        parameters = signature(function).parameters.values()
+    else:
+        forward = annotationlib.Format.FORWARDREF
+        parameters = signature(function, annotation_format=forward).parameters.values()
     names = set()
     for parameter in parameters:
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
             return None
         if parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
             names.add(parameter.name)
-    return frozenset(names & {"mail_options", "rcpt_options"})
+    return names
+
+
+def _code_behind(function: Any) -> Any:
+    """The code object a call of ``function`` runs, or None if not known.
+
+    The innermost function of a decorated one, a function-like object's own
+    ``__code__`` (as Cython functions have), or a callable object's
+    ``__call__``.
+    """
+    try:
+        function = inspect.unwrap(function)
+    except Exception:  # noqa: BLE001, S110 - a cycle or an odd __wrapped__
+        pass
+    if inspect.isfunction(function):
+        return function.__code__
+    code = getattr(function, "__code__", None)
+    if inspect.iscode(code):
+        return code
+    call = inspect.getattr_static(type(function), "__call__", None)
+    return call.__code__ if inspect.isfunction(call) else None
 
 
 def _options_for(process_message: Any, options: dict[str, list[str]]) -> dict:
-    target = getattr(process_message, "__func__", process_message)
+    try:
+        target = getattr(process_message, "__func__", process_message)
+    except Exception:  # noqa: BLE001 - an odd callable: inspect it as it is
+        target = process_message
     try:
         accepted = _accepted_options(target)
     except TypeError:  # unhashable callable
@@ -181,7 +266,7 @@ class SMTPChannel(async_chat):
         functools.partial(int, command_size_limit)  # a factory giving 512
     )
 
-    def _own_command_size_limits(self) -> collections.defaultdict[str, int]:
+    def __own_command_size_limits(self) -> collections.defaultdict[str, int]:
         """This channel's command size table, made on first use.
 
         (CPython shared one table among all connections; each channel
@@ -233,6 +318,10 @@ class SMTPChannel(async_chat):
         self._set_rset_state()
         self.seen_greeting = ""
         self.extended_smtp = False
+        # Python's smtpd cleared the table each connection starts from (the
+        # class's) here; a subclass that writes to it before this channel
+        # has a table of its own sees that, as before.
+        self.command_size_limits.clear()
         self.fqdn = _server_fqdn(server)
         try:
             self.peer = conn.getpeername()
@@ -258,8 +347,6 @@ class SMTPChannel(async_chat):
         self.rcpttos: list[str] = []
         self.require_SMTPUTF8 = False
         self.num_bytes = 0
-        if self._data_seeded:  # (not stored at all until a first DATA)
-            self._data_seeded = False
         self.set_terminator(b"\r\n")
 
     def _set_rset_state(self) -> None:
@@ -274,13 +361,14 @@ class SMTPChannel(async_chat):
     # read, and on connection when the server has an idle timeout.
     _last_activity = 0.0
     _idle_notice_sent = False
-    _data_seeded = False
+    # Set while the reply to a message of an SMTPUTF8 transaction is pushed.
+    _reply_in_utf8 = False
 
     def handle_read(self) -> None:
         self._last_activity = time.monotonic()
         async_chat.handle_read(self)
 
-    def _close_if_idle(self, now: float, timeout: float | None) -> None:
+    def __close_if_idle(self, now: float, timeout: float | None) -> None:
         """Enforce the server's idle timeout.
 
         A client silent for ``timeout`` seconds is told 421 and disconnected
@@ -298,13 +386,13 @@ class SMTPChannel(async_chat):
         # next pass sends, sees the end, and closes.
         if self._idle_notice_sent:
             try:
-                self.socket.shutdown(_SHUT_RDWR)  # type: ignore[union-attr]
+                self.socket.shutdown(_SHUT_RDWR)
             except OSError:
                 pass
             return
         self._idle_notice_sent = True
         self._last_activity = now
-        self._close_input()
+        self._ac_close_input()
         deferring, self._deferring_send = self._deferring_send, True
         try:
             self.push("421 %s Idle timeout, closing connection" % self.fqdn)
@@ -321,17 +409,18 @@ class SMTPChannel(async_chat):
         typically an echo of the client's own bytes - is replaced by
         ``500 Error: bad syntax``.
         """
-        data = self._encode_reply(msg)
+        data = self.__encode_reply(msg)
         async_chat.push(
             self, data if data is not None else b"500 Error: bad syntax\r\n"
         )
 
-    def _encode_reply(self, msg: str) -> bytes | None:
+    def __encode_reply(self, msg: str) -> bytes | None:
         """The reply line as bytes with its CRLF, or None if it is unsendable."""
         if _protocol.has_control_characters(msg):
             return None
         try:
-            return (msg + "\r\n").encode("utf-8" if self.require_SMTPUTF8 else "ascii")
+            utf8 = self.require_SMTPUTF8 or self._reply_in_utf8
+            return (msg + "\r\n").encode("utf-8" if utf8 else "ascii")
         except UnicodeEncodeError:
             return None
 
@@ -348,19 +437,16 @@ class SMTPChannel(async_chat):
             if self.num_bytes > limit:
                 return
             self.num_bytes += len(data)
-        if self._data_seeded:
-            # The first piece of a message starts with the CRLF that
-            # _start_data() put back: it is not part of the message.
-            self._data_seeded = False
-            data = data[2:]
         if self._decode_data:
             # str, as subclasses expect; surrogateescape keeps it lossless
             # (a character split across reads is put together again in
             # found_terminator())
             self.received_lines.append(data.decode("utf-8", "surrogateescape"))
-        elif self.smtp_state == self.DATA:
+        elif self.smtp_state == self.DATA and self._ac_batching():
             # A message grows in one buffer, so that it is never held as
-            # pieces and as a whole at the same time.
+            # pieces and as a whole at the same time.  (Only where no
+            # subclass hook can look at received_lines meanwhile: they
+            # see the list of pieces Python's smtpd kept.)
             lines = self.received_lines
             if lines:
                 lines[-1] += data
@@ -371,18 +457,18 @@ class SMTPChannel(async_chat):
 
     def found_terminator(self) -> None:
         """Act on a complete command line or a complete message."""
-        line = self._take_received()
+        line = self.__take_received()
         if _debugging():
-            print("Data:", repr(self._decoded_for_debug(line)), file=DEBUGSTREAM)
+            print("Data:", repr(self.__decoded_for_debug(line)), file=DEBUGSTREAM)
         if self.smtp_state == self.COMMAND:
-            self._handle_command_line(line)
+            self.__handle_command_line(line)
         elif self.smtp_state == self.DATA:
-            self._handle_message(line)
+            self.__handle_message(line)
         else:
             self.push("451 Internal confusion")
             self.num_bytes = 0
 
-    def _take_received(self) -> bytes | bytearray:
+    def __take_received(self) -> bytes | bytearray:
         """Everything collected since the last terminator, in one piece."""
         chunks = self.received_lines
         self.received_lines = []
@@ -392,7 +478,7 @@ class SMTPChannel(async_chat):
             return chunks[0]  # no copy: a message's buffer, or a short line
         return b"".join(chunks)
 
-    def _decoded_for_debug(self, line: bytes | bytearray) -> Any:
+    def __decoded_for_debug(self, line: bytes | bytearray) -> Any:
         if isinstance(line, bytearray):
             return bytes(line)
         if self._decode_data:
@@ -402,7 +488,7 @@ class SMTPChannel(async_chat):
                 pass
         return line
 
-    def _handle_command_line(self, raw: bytes | bytearray) -> None:
+    def __handle_command_line(self, raw: bytes | bytearray) -> None:
         size, self.num_bytes = self.num_bytes, 0
         if not raw:
             self.push(_BAD_SYNTAX)
@@ -416,7 +502,7 @@ class SMTPChannel(async_chat):
         verb, space, rest = text.partition(" ")
         command = verb.upper()
         arg = rest.strip() if space else None
-        if size > self._command_limit(command):
+        if size > self.__command_limit(command):
             self.push("500 Error: line too long")
             return
         if not valid:
@@ -427,22 +513,26 @@ class SMTPChannel(async_chat):
             self.push('500 Error: command "%s" not recognized' % command)
             return
         try:
-            method(arg)
+            if getattr(method, "__func__", None) in _BUILTIN_COMMANDS:
+                method(arg)
+            else:
+                self._ac_run_unbatched(method, arg)
         except asyncore.ExitNow:
             raise
         except Exception:  # noqa: BLE001 - a failing handler must not end the session
-            self._recover_from_handler_error()
+            self.__recover_from_handler_error()
 
-    def _command_limit(self, command: str) -> int:
+    def __command_limit(self, command: str) -> int:
         if not self.extended_smtp:
             return self.command_size_limit
         limits = self.command_size_limits
-        if command in limits or limits.default_factory is None:
-            return limits[command]
-        # Not limits[command]: that would store an entry per unknown verb.
-        return limits.default_factory()
+        if command in limits or len(limits) < _COMMAND_LIMITS_KEPT:
+            return limits[command]  # stores the default, as smtpd did
+        # A client sending ever new verbs must not grow the table for ever.
+        factory = limits.default_factory
+        return factory() if factory is not None else limits[command]
 
-    def _handle_message(self, raw: bytes | bytearray) -> None:
+    def __handle_message(self, raw: bytes | bytearray) -> None:
         if self.data_size_limit and self.num_bytes > self.data_size_limit:
             self._set_post_data_state()
             self.push("552 Error: Too much mail data")
@@ -462,20 +552,23 @@ class SMTPChannel(async_chat):
                 "mail_options": self.mail_options,
                 "rcpt_options": self.rcpt_options,
             }
-        self._deliver(options)
+        self.__deliver(options)
 
-    def _deliver(self, options: dict[str, list[str]]) -> None:
+    def __deliver(self, options: dict[str, list[str]]) -> None:
         """Hand the message to the server and answer the client."""
         process_message = self.smtp_server.process_message
         try:
-            status = process_message(
-                self.peer,
-                self.mailfrom,
-                self.rcpttos,
-                self.received_data,
-                **_options_for(process_message, options),
+            status = self._ac_run_unbatched(
+                functools.partial(
+                    process_message,
+                    self.peer,
+                    self.mailfrom,
+                    self.rcpttos,
+                    self.received_data,
+                    **_options_for(process_message, options),
+                )
             )
-            reply = self._status_reply(status)
+            reply = self.__status_reply(status)
         except asyncore.ExitNow:
             raise
         except NotImplementedError:
@@ -485,32 +578,41 @@ class SMTPChannel(async_chat):
             raise
         except Exception:  # noqa: BLE001 - the client gets 451, handle_error() the rest
             self._set_post_data_state()
-            self._recover_from_handler_error()
+            self.__recover_from_handler_error()
             return
-        # Queued before the reset, which clears require_SMTPUTF8: the reply
-        # belongs to the transaction and may be UTF-8 if it used SMTPUTF8.
-        self.push(reply)
+        # The reply belongs to the transaction, and may be UTF-8 if it used
+        # SMTPUTF8, although the reset (first, as in Python's smtpd) clears
+        # require_SMTPUTF8.
+        smtputf8 = self.require_SMTPUTF8
         self._set_post_data_state()
+        self._reply_in_utf8 = smtputf8
+        try:
+            self.push(reply)
+        finally:
+            self._reply_in_utf8 = False
 
-    def _status_reply(self, status: Any) -> str:
+    def __status_reply(self, status: Any) -> str:
         if not status:
             return "250 OK"
         if not isinstance(status, str):
-            raise TypeError(
-                f"process_message() returned {type(status).__name__}, not str"
-            )
-        if self._encode_reply(status) is None:
+            # The exception Python's smtpd raised building the reply, for
+            # the log line that handle_error() writes.
+            line = status + "\r\n"
+            raise TypeError(f"process_message() returned {type(line).__name__}")
+        if not (self.require_SMTPUTF8 or status.isascii()):
+            (status + "\r\n").encode("ascii")  # raises as Python's smtpd did
+        if self.__encode_reply(status) is None:
             raise ValueError(
                 f"process_message() returned an unsendable reply: {status!r}"
             )
         return status
 
-    def _recover_from_handler_error(self) -> None:
+    def __recover_from_handler_error(self) -> None:
         """Answer 451, then let handle_error() see the exception in flight."""
         self.push(_LOCAL_ERROR)
         self._handling_handler_error = True
         try:
-            self.handle_error()
+            self._ac_run_unbatched(self.handle_error)
         finally:
             self._handling_handler_error = False
 
@@ -529,7 +631,7 @@ class SMTPChannel(async_chat):
 
     # -- SMTP and ESMTP commands -------------------------------------------
 
-    def _accept_greeting(self, command: str, arg: str | None) -> bool:
+    def __accept_greeting(self, command: str, arg: str | None) -> bool:
         """Start the session for HELO/EHLO; False after an error reply."""
         if not arg:
             self.push("501 Syntax: %s hostname" % command)
@@ -542,22 +644,22 @@ class SMTPChannel(async_chat):
         return True
 
     def smtp_HELO(self, arg: str | None) -> None:
-        if self._accept_greeting("HELO", arg):
+        if self.__accept_greeting("HELO", arg):
             self.push("250 %s" % self.fqdn)
 
     def smtp_EHLO(self, arg: str | None) -> None:
-        if not self._accept_greeting("EHLO", arg):
+        if not self.__accept_greeting("EHLO", arg):
             return
         self.extended_smtp = True
         self.push("250-%s" % self.fqdn)
         if self.data_size_limit:
             self.push("250-SIZE %s" % self.data_size_limit)
-            self._own_command_size_limits()["MAIL"] += 26
+            self.__own_command_size_limits()["MAIL"] += 26
         if not self._decode_data:
             self.push("250-8BITMIME")
         if self.enable_SMTPUTF8:
             self.push("250-SMTPUTF8")
-            self._own_command_size_limits()["MAIL"] += 10
+            self.__own_command_size_limits()["MAIL"] += 10
         self.push("250 HELP")
 
     def smtp_NOOP(self, arg: str | None) -> None:
@@ -570,7 +672,7 @@ class SMTPChannel(async_chat):
         self.push("221 Bye")
         self.close_when_done()
         # Whatever the client pipelined after QUIT would never be answered.
-        self._close_input()
+        self._ac_close_input()
 
     def _strip_command_keyword(self, keyword: str, arg: str) -> str:
         """``arg`` without its leading keyword (``FROM:``), or '' if absent."""
@@ -619,13 +721,13 @@ class SMTPChannel(async_chat):
         else:
             self.push("502 Could not VRFY %s" % arg)
 
-    def _envelope_syntax_error(self, command: str) -> str:
+    def __envelope_syntax_error(self, command: str) -> str:
         reply = "501 Syntax: " + _COMMAND_SYNTAX[command]
         if self.extended_smtp:
             reply += _PARAMETERS_SYNTAX
         return reply
 
-    def _parse_envelope_arg(
+    def __parse_envelope_arg(
         self, keyword: str, arg: str | None, syntax_error: str
     ) -> tuple[str, str] | None:
         """Address and parameter text of MAIL/RCPT, or None after a 501."""
@@ -647,8 +749,8 @@ class SMTPChannel(async_chat):
             self.push("503 Error: send HELO first")
             return
         _debug("===> MAIL", arg)
-        syntax_error = self._envelope_syntax_error("MAIL")
-        parsed = self._parse_envelope_arg("FROM:", arg, syntax_error)
+        syntax_error = self.__envelope_syntax_error("MAIL")
+        parsed = self.__parse_envelope_arg("FROM:", arg, syntax_error)
         if parsed is None:
             return
         address, param_text = parsed
@@ -674,11 +776,11 @@ class SMTPChannel(async_chat):
                 return
         size_param = params.pop("SIZE", None)
         if size_param:
-            size = _protocol.parse_size(size_param)
-            if size is None:
+            too_big = _protocol.size_exceeds(size_param, self.data_size_limit)
+            if too_big is None:
                 self.push(syntax_error)
                 return
-            if self.data_size_limit and size > self.data_size_limit:
+            if too_big:
                 self.push("552 Error: message size exceeds fixed maximum message size")
                 return
         if params:
@@ -696,8 +798,8 @@ class SMTPChannel(async_chat):
         if not self.mailfrom:
             self.push("503 Error: need MAIL command")
             return
-        syntax_error = self._envelope_syntax_error("RCPT")
-        parsed = self._parse_envelope_arg("TO:", arg, syntax_error)
+        syntax_error = self.__envelope_syntax_error("RCPT")
+        parsed = self.__parse_envelope_arg("TO:", arg, syntax_error)
         if parsed is None:
             return
         address, param_text = parsed
@@ -731,26 +833,47 @@ class SMTPChannel(async_chat):
         if arg:
             self.push("501 Syntax: DATA")
             return
-        self._start_data()
+        self.__start_data()
         self.push("354 End data with <CR><LF>.<CR><LF>")
 
-    def _start_data(self) -> None:
+    def __start_data(self) -> None:
         """Switch to reading the message, up to CRLF . CRLF.
 
         The CRLF that ended the DATA command counts as the start of the
-        end marker: put one back in front of the input, so that a message
-        that is just ``.`` is seen to end at once (collect_incoming_data()
-        drops those two bytes again).
+        end marker, so an empty message - a ``.`` line right away - ends
+        the data too (Python's smtpd waited for another CRLF . CRLF).
         """
         self.smtp_state = self.DATA
         self.set_terminator(b"\r\n.\r\n")
-        self.ac_in_buffer = b"\r\n" + self.ac_in_buffer
-        self._data_seeded = True
-        self.num_bytes = -2
+        self._initial_terminator = b".\r\n"
 
     def smtp_EXPN(self, arg: str | None) -> None:
         self.push("502 EXPN not implemented")
 
+
+# The commands SMTPChannel itself implements.  They run while replies are
+# batched; any other smtp_* method is the user's and runs unbatched (see
+# smtpd_compat.asynchat).
+_BUILTIN_COMMANDS = frozenset(
+    function for name, function in vars(SMTPChannel).items() if name.startswith("smtp_")
+)
+SMTPChannel._batching_class = SMTPChannel
+SMTPChannel._batching_methods = {
+    name: getattr(SMTPChannel, name)
+    for name in (
+        "send",
+        "initiate_send",
+        "handle_write",
+        "handle_read",
+        "handle_close",
+        "close",
+        "readable",
+        "writable",
+        "push",
+        "collect_incoming_data",
+        "found_terminator",
+    )
+}
 
 _SUPPORTED_COMMANDS = "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY"
 _COMMAND_SYNTAX = {
@@ -784,15 +907,23 @@ _DEPRECATED_ALIASES = {
 
 
 def _deprecated_alias(old: str, new: str) -> property:
-    """A property for ``_SMTPChannel__<old>`` that forwards to ``new``."""
-    advice = f"SMTPChannel attribute __{old} is deprecated; use {new!r} instead"
+    """A property for ``_SMTPChannel__<old>`` that forwards to ``new``.
+
+    The warning texts are Python's own: programs filter on them.
+    """
+    on_get = (
+        f"Access to __{old} attribute on SMTPChannel is deprecated, use '{new}' instead"
+    )
+    on_set = (
+        f"Setting __{old} attribute on SMTPChannel is deprecated, set '{new}' instead"
+    )
 
     def get(self: SMTPChannel) -> Any:
-        warnings.warn(advice, DeprecationWarning, stacklevel=2)
+        warnings.warn(on_get, DeprecationWarning, stacklevel=2)
         return getattr(self, new)
 
     def set(self: SMTPChannel, value: Any) -> None:
-        warnings.warn(advice, DeprecationWarning, stacklevel=2)
+        warnings.warn(on_set, DeprecationWarning, stacklevel=2)
         setattr(self, new, value)
 
     return property(get, set, doc=f"Deprecated alias of {new}.")
@@ -804,14 +935,21 @@ del _old, _new
 
 
 def _report_exception(dispatcher: Any) -> None:
-    """Log the exception being handled, as asyncore's handle_error does."""
+    """Log the exception being handled, in the words of asyncore's handle_error.
+
+    The line is asyncore's to the byte, "closing channel" included, also
+    where smtpd_compat keeps the channel or server open: programs filter
+    their logs on it.
+    """
     _, kind, value, where = asyncore.compact_traceback()
     try:
         name = repr(dispatcher)
     except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the report
-        name = "<dispatcher at %#x>" % id(dispatcher)
+        name = "<__repr__(self) failed for object at %0x>" % id(dispatcher)
     dispatcher.log_info(
-        f"uncaptured python exception in {name} ({kind}:{value} {where})", "error"
+        "uncaptured python exception, closing channel %s (%s:%s %s)"
+        % (name, kind, value, where),
+        "error",
     )
 
 
@@ -883,7 +1021,7 @@ class SMTPServer(asyncore.dispatcher):
         timeout = self.idle_timeout
         for dispatcher in list(self._map.values()):  # type: ignore[attr-defined]
             if isinstance(dispatcher, SMTPChannel) and dispatcher.smtp_server is self:
-                dispatcher._close_if_idle(now, timeout)
+                dispatcher._SMTPChannel__close_if_idle(now, timeout)
 
     def handle_accept(self) -> None:
         # A pass of asyncore's loop costs time in proportion to the number of
@@ -970,6 +1108,12 @@ class DebuggingServer(SMTPServer):
 class PureProxy(SMTPServer):
     """Relays every message to the SMTP server at ``remoteaddr``.
 
+    ``process_message()`` adds an ``X-Peer:`` header naming the client and
+    hands the message to ``_deliver()`` - the method programs override to
+    queue, filter or rewrite mail instead of relaying it - in the shape
+    CPython 3.11 gave it.  The refusals ``_deliver()`` returns decide the
+    client's reply (see ``_relay_status()``).
+
     This is an open relay for whoever can connect: bind it to a trusted
     address only.
     """
@@ -985,186 +1129,298 @@ class PureProxy(SMTPServer):
     def process_message(
         self, peer: Any, mailfrom: str, rcpttos: list[str], data: Any, **kwargs: Any
     ) -> str | None:
-        refused = self._relay(peer, mailfrom, rcpttos, data)
+        """Relay the message with ``_deliver()``; None (250 OK) unless it failed."""
+        refused = self._deliver(mailfrom, rcpttos, _with_peer_header(data, peer[0]))
+        _debug("we got some refusals:", refused)
         return _relay_status(rcpttos, refused)
-
-    def _relay(
-        self, peer: Any, mailfrom: str, rcpttos: list[str], data: Any
-    ) -> dict[str, Any]:
-        """Relay to ``rcpttos`` with an X-Peer header; return the refusals."""
-        refused = self._deliver(mailfrom, rcpttos, _relayable_message(data, peer[0]))
-        if refused:
-            _debug("we got some refusals:", refused)
-        return refused
 
     def _deliver(self, mailfrom: str, rcpttos: list[str], data: Any) -> dict[str, Any]:
         """Send one message upstream; return the refused recipients.
 
-        The result maps each refused recipient to (code, message); the
-        code is -1 when the upstream server could not be reached.
+        ``data`` is str or bytes with any line ends; it goes on the wire
+        as bytes with CRLF line ends (see ``_relayable_message()``).  The
+        result maps each refused recipient to ``(code, reply)`` as smtplib
+        reports them.  When the exchange fails as a whole, every recipient
+        gets the error's code and text, or ``(-1, 'ignore')`` when it has
+        none (the upstream server could not be reached, say).
         """
         import smtplib
 
+        message = _relayable_message(data)
         refused: dict[str, Any] = {}
         try:
-            host, port = self._remoteaddr
-            with smtplib.SMTP(host, port, timeout=self.relay_timeout) as relay:
-                refused = relay.sendmail(mailfrom, rcpttos, data)
+            relay = smtplib.SMTP(timeout=self.relay_timeout)
+            try:
+                relay.connect(self._remoteaddr[0], self._remoteaddr[1])
+                relay.ehlo_or_helo_if_needed()
+                options = []
+                if not message.isascii() and relay.has_extn("8bitmime"):
+                    options.append("BODY=8BITMIME")
+                refused = relay.sendmail(mailfrom, rcpttos, message, options)
+            finally:
+                _end_relay_session(relay)
         except smtplib.SMTPRecipientsRefused as exc:
             _debug("got SMTPRecipientsRefused")
-            refused = dict(exc.recipients)
+            refused = exc.recipients
+        except UnicodeEncodeError as exc:
+            # smtplib sends commands in ASCII: a non-ASCII address cannot
+            # be relayed without SMTPUTF8, which PureProxy does not offer.
+            _debug("got", exc.__class__)
+            refused = {rcpt: _NON_ASCII_ADDRESS for rcpt in rcpttos}
         except (OSError, smtplib.SMTPException) as exc:
             _debug("got", exc.__class__)
-            code = getattr(exc, "smtp_code", -1)
-            text = getattr(exc, "smtp_error", str(exc))
-            refused = {recipient: (code, text) for recipient in rcpttos}
+            errcode = getattr(exc, "smtp_code", -1)
+            errmsg = getattr(exc, "smtp_error", "ignore")
+            refused = {rcpt: (errcode, errmsg) for rcpt in rcpttos}
         return refused
 
 
+# How _deliver() reports every recipient when smtplib cannot put an address
+# into a command (it only sends ASCII).
+_NON_ASCII_ADDRESS = (553, b"5.6.7 Non-ASCII address needs SMTPUTF8")
+
 _MAILMAN_UNAVAILABLE = "451 Requested action aborted: Mailman is not available"
 
-# Local-part suffix of a list address -> the metadata flag that tells
-# Mailman's incoming queue runner what the message is for (as Python 3.10's
-# MailmanProxy queued it).
-_MAILMAN_FLAGS = {
-    "": "tolist",
-    "admin": "toadmin",
-    "owner": "toowner",
-    "request": "torequest",
-    "join": "tojoin",
-    "leave": "toleave",
+# Mailman failed after part of the message had gone on (relayed, or queued
+# for a list).  A 4xx reply would make the client send it to everyone again;
+# failing for good instead bounces it to the sender with this text.
+_MAILMAN_FAILED_AFTER_DELIVERY = (
+    "554 Transaction failed: Mailman failed after part of the message was delivered"
+)
+
+# Local-part suffix of a list address -> the flag Message.Enqueue() gets,
+# and the Subject: header set first (None: none), as Python 3.10 queued
+# them: -join and -leave mail becomes a subscription command.
+_MAILMAN_COMMANDS = {
+    "": ("tolist", None),
+    "admin": ("toadmin", None),
+    "owner": ("toowner", None),
+    "request": ("torequest", None),
+    "join": ("torequest", "subscribe"),
+    "leave": ("torequest", "unsubscribe"),
 }
 
 
 class MailmanProxy(PureProxy):
-    """Hands mail for GNU Mailman 2 lists to Mailman, relays the rest.
+    """Hands mail for GNU Mailman lists to Mailman, relays the rest.
 
     A recipient whose local part is ``list`` or ``list-admin``,
     ``list-owner``, ``list-request``, ``list-join`` or ``list-leave``
-    (compared in lower case), where Mailman knows ``list``, is put into
-    Mailman's incoming queue, flagged with what it is for; every other
-    recipient is relayed to
-    ``remoteaddr`` as PureProxy does.  Mailman's ``Mailman`` package must
-    be importable; while it is not, every message is answered with a 451
-    reply so that clients try again later.
+    (compared in lower case), where ``Mailman.Utils.list_exists(list)``,
+    is given to Mailman through ``Message.Enqueue()``, as Python 3.10 did;
+    every other recipient goes to ``_deliver()`` (the message as received,
+    without ``X-Peer:``).  The ``Mailman`` package must be importable;
+    while it is not, every message gets a 451 reply so that clients try
+    again later.
+
+    Whatever can fail before anything has gone on (parsing the message,
+    loading the lists) is done first, then the relay, then the queueing:
+    see ``process_message()`` for the replies.
 
     Deprecated, as it was in Python 3.10.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        warnings.warn(
+        # Through the module's ``warn``, which Python 3.10 called.
+        warn(
             "MailmanProxy is deprecated and will be removed in future",
             DeprecationWarning,
             stacklevel=2,
         )
-        super().__init__(*args, **kwargs)
+        if kwargs.get("enable_SMTPUTF8") or (len(args) > 4 and args[4]):
+            raise ValueError("MailmanProxy does not support SMTPUTF8.")
+        # Past PureProxy.__init__: its check would name the wrong class.
+        super(PureProxy, self).__init__(*args, **kwargs)
 
     def process_message(
         self, peer: Any, mailfrom: str, rcpttos: list[str], data: Any, **kwargs: Any
     ) -> str | None:
+        """Queue the list recipients' copies with Mailman, relay the rest.
+
+        The list recipients are removed from ``rcpttos`` (as in Python
+        3.10).  A failure before anything has gone on leaves the client
+        free to retry: ``451``, from the relay or (for an exception) from
+        the channel.  Once the relay took the message for a recipient or
+        Mailman queued a copy, a retry would duplicate it, so a later
+        Mailman error fails the transaction for good (``554``).  Relay
+        refusals of only some recipients are accepted, as by PureProxy.
+        """
         try:
             # Mailman 2 is not on PyPI: mypy cannot know it.
             from Mailman import (  # type: ignore[import-not-found]
                 MailList,
                 Message,
                 Utils,
-                mm_cfg,
-            )
-            from Mailman.Queue.sbcache import (  # type: ignore[import-not-found]
-                get_switchboard,
             )
         except ImportError as exc:
             _debug("cannot import Mailman:", exc)
             return _MAILMAN_UNAVAILABLE
 
-        list_rcpts = []  # (recipient, list name, suffix)
-        other_rcpts = []
-        for rcpt in rcpttos:
-            target = self._list_target(rcpt, Utils.list_exists)
-            if target is None:
-                other_rcpts.append(rcpt)
-            else:
-                list_rcpts.append((rcpt, *target))
+        list_rcpts = _mailman_recipients(rcpttos, Utils.list_exists)
+        for rcpt, _, _ in list_rcpts:
+            rcpttos.remove(rcpt)
+        msg = _mailman_message(Message.Message, data, mailfrom)
+        mlists: dict[str, Any] = {}
+        for _, listname, _ in list_rcpts:
+            if listname not in mlists:
+                mlists[listname] = MailList.MailList(listname, lock=0)
 
-        refused: dict[str, Any] = {}
-        _debug("forwarding recips:", " ".join(other_rcpts))
-        if other_rcpts:
-            refused = self._relay(peer, mailfrom, other_rcpts, data)
-
-        if list_rcpts:
-            msg = self._mailman_message(data, mailfrom, Message.Message)
-            incoming = get_switchboard(mm_cfg.INQUEUE_DIR)
-            loaded = set()
-            for rcpt, listname, suffix in list_rcpts:
+        passed_on = False
+        _debug("forwarding recips:", " ".join(rcpttos))
+        if rcpttos:
+            refused = self._deliver(mailfrom, rcpttos, data)
+            _debug("we got refusals:", refused)
+            status = _relay_status(rcpttos, refused)
+            if status is None:
+                passed_on = True
+            elif not list_rcpts or status.startswith("4"):
+                # Nothing has gone anywhere yet: a retry duplicates nothing.
+                return status
+        try:
+            for rcpt, listname, command in list_rcpts:
                 _debug("sending message to", rcpt)
-                if listname not in loaded:
-                    # Loading the list (unlocked) makes sure Mailman can
-                    # read it before anything is queued for it.
-                    MailList.MailList(listname, lock=0)
-                    loaded.add(listname)
-                incoming.enqueue(msg, listname=listname, **{_MAILMAN_FLAGS[suffix]: 1})
-        return _relay_status(rcpttos, refused)
+                flag, subject = _MAILMAN_COMMANDS[command]
+                if subject is not None:
+                    msg["Subject"] = subject
+                msg.Enqueue(mlists[listname], **{flag: 1})
+                passed_on = True
+        except Exception:
+            if not passed_on:
+                raise
+            _report_exception(self)
+            return _MAILMAN_FAILED_AFTER_DELIVERY
+        return None
 
-    @staticmethod
-    def _list_target(rcpt: str, list_exists: Any) -> tuple[str, str] | None:
-        """(list name, suffix) when rcpt is one of a list's addresses."""
-        local = rcpt.lower().split("@")[0]
-        listname, _, suffix = local.partition("-")
-        if "-" in suffix or suffix not in _MAILMAN_FLAGS:
-            return None
-        if not listname or not list_exists(listname):
-            return None
-        return listname, suffix
 
-    @staticmethod
-    def _mailman_message(data: Any, mailfrom: str, message_class: Any) -> Any:
-        """Parse the message into Mailman's Message class.
+def _mailman_recipients(
+    rcpttos: list[str], list_exists: Any
+) -> list[tuple[str, str, str]]:
+    """(recipient, list name, command) for each list address in rcpttos.
 
-        Bytes (decode_data=False) are parsed with message_from_bytes: its
-        surrogateescape decoding keeps 8-bit text in any charset, which a
-        UTF-8 decode would not.  Mailman needs From: and Date:, which
-        MTAs add when missing, so they are added here as well.
-        """
-        import email
-        import email.utils
+    As in Python 3.10, list_exists() is asked about the first part of every
+    local part that has at most one hyphen, whatever follows it.
+    """
+    found = []
+    for rcpt in rcpttos:
+        parts = rcpt.lower().split("@")[0].split("-")
+        if len(parts) > 2:
+            continue
+        listname = parts[0]
+        command = parts[1] if len(parts) == 2 else ""
+        if list_exists(listname) and command in _MAILMAN_COMMANDS:
+            found.append((rcpt, listname, command))
+    return found
 
-        if isinstance(data, bytes):
-            msg = email.message_from_bytes(data, message_class)
-        else:
-            msg = email.message_from_string(data, message_class)
-        if not msg.get("from"):
-            msg["From"] = mailfrom
-        if not msg.get("date"):
-            msg["Date"] = email.utils.formatdate(localtime=True)
-        return msg
+
+def _mailman_message(message_class: Any, data: Any, mailfrom: str) -> Any:
+    """The message parsed by Mailman's Message class, From:/Date: ensured.
+
+    The class reads a file object of text.  Bytes (``decode_data=False``)
+    are decoded as the email package's BytesParser decodes them, ASCII
+    with surrogate escapes, so 8-bit text in any charset survives.
+    Mailman needs From: and Date:, which MTAs add when missing.
+    """
+    from io import StringIO
+
+    if isinstance(data, (bytes, bytearray)):
+        data = bytes(data).decode("ascii", "surrogateescape")
+    msg = message_class(StringIO(data))
+    if not msg.get("from"):
+        msg["From"] = mailfrom
+    if not msg.get("date"):
+        msg["Date"] = time.ctime(time.time())
+    return msg
+
+
+def _with_peer_header(data: Any, peer_host: Any) -> Any:
+    """``data`` with ``X-Peer: <peer_host>`` after its last header line.
+
+    The header goes before the first empty line (at the end when there is
+    none), lines being split on LF and joined with LF, as CPython's
+    PureProxy did: an overridden ``_deliver()`` gets the text it got there.
+    Bytes get the same, with the header in ASCII.
+    """
+    header = "X-Peer: %s" % (peer_host,)
+    if isinstance(data, (bytes, bytearray)):
+        lines = bytes(data).split(b"\n")
+        lines.insert(_header_end(lines), header.encode("ascii", "backslashreplace"))
+        return b"\n".join(lines)
+    lines = data.split("\n")
+    lines.insert(_header_end(lines), header)
+    return "\n".join(lines)
+
+
+def _header_end(lines: list[Any]) -> int:
+    """Index of the first empty line, or len(lines)."""
+    for index, line in enumerate(lines):
+        if not line:
+            return index
+    return len(lines)
 
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
-def _relayable_message(data: Any, peer_host: str) -> bytes:
-    """The message as bytes with CRLF line ends and an X-Peer header.
+def _relayable_message(data: Any) -> bytes:
+    """``data`` as it goes on the wire: bytes with CRLF line ends.
 
-    The header goes before the blank line that ends the headers (at the
-    end when there is none).  Normalising every line end to CRLF means a
-    bare LF + "." + LF in the payload cannot end the upstream DATA early.
+    str is encoded as UTF-8 (smtplib would insist on ASCII).  Each CRLF,
+    CR or LF becomes CRLF, as smtplib does for str only: a bare-LF
+    ``\\n.\\n`` is then a line of its own that smtplib dot-stuffs, and
+    cannot end the upstream DATA early.
     """
     if isinstance(data, str):
-        data = data.encode("utf-8")
-    lines = _LINE_END.split(data)
-    header_end = lines.index(b"") if b"" in lines else len(lines)
-    lines.insert(header_end, b"X-Peer: " + peer_host.encode("ascii", "replace"))
-    return b"\r\n".join(lines)
+        data = data.encode("utf-8", "surrogateescape")
+    return _LINE_END.sub(b"\r\n", bytes(data))
 
 
-def _relay_status(rcpttos: list[str], refused: dict[str, Any]) -> str | None:
-    """The reply to the client after relaying: None for 250 OK."""
-    if not refused or len(refused) < len(set(rcpttos)):
+def _end_relay_session(relay: Any) -> None:
+    """Say QUIT if still connected, and close; errors here change nothing.
+
+    The upstream server's reply to the message decided its fate.  Turning
+    a failed QUIT into refusals (as CPython did) made the client send a
+    delivered message again.
+    """
+    import smtplib
+
+    if relay.sock is None:
+        return
+    try:
+        relay.quit()
+    except (OSError, smtplib.SMTPException):
+        relay.close()
+
+
+def _relay_status(rcpttos: list[str], refused: Any) -> str | None:
+    """The reply to the client after relaying: None for 250 OK.
+
+    Only when every recipient was refused did the message fail: for now
+    if any refusal had no SMTP code (-1: the upstream server was
+    unreachable) or was temporary, each said as such; for good otherwise.  ``refused`` comes from
+    ``_deliver()``, which a subclass may have replaced: anything but a
+    dict counts as no refusal, as in CPython, which always answered 250.
+    """
+    if not refused or not isinstance(refused, dict):
         return None
-    codes = [code for code, _ in refused.values()]
-    if any(code == -1 or 400 <= code < 500 for code in codes):
+    if len(refused) < len(set(rcpttos)):
+        return None
+    codes = [_refusal_code(refusal) for refusal in refused.values()]
+    if -1 in codes:
         return "451 Requested action aborted: upstream server unavailable"
+    if any(400 <= code < 500 for code in codes):
+        return (
+            "451 Requested action aborted: upstream server refused the message for now"
+        )
     return "554 Transaction failed: all recipients refused by the upstream server"
+
+
+def _refusal_code(refusal: Any) -> int:
+    """The SMTP code of one refused-dict value; -1 when it has none."""
+    try:
+        code, _ = refusal
+    except (TypeError, ValueError):
+        return -1
+    return code if isinstance(code, int) else -1
 
 
 class Options:
@@ -1311,7 +1567,9 @@ def _main() -> None:
             enable_SMTPUTF8=options.enable_SMTPUTF8,
             **extra,
         )
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure: one line, exit 1
+        # OSError (address in use), ValueError (options the class refuses),
+        # TypeError or AttributeError (-c named something that is no server).
         print(
             "Cannot start %s on %s:%s: %s" % (options.classname, *local, exc),
             file=sys.stderr,

@@ -17,7 +17,7 @@ __all__ = [
     "has_control_characters",
     "parse_hostport",
     "parse_params",
-    "parse_size",
+    "size_exceeds",
     "split_address",
     "unstuff",
 ]
@@ -38,13 +38,20 @@ class SpecError(ValueError):
 
 # An ordinary mailbox (dot-atom local part, dot-atom domain), the shape of
 # nearly every address a client sends.  Such addresses are split here
-# directly; anything else goes to the email package's parser, whose result
-# the fast path reproduces exactly for the shapes it accepts.
+# directly, and only where the result is certain to be the email parser's
+# (tests/test_protocol.py compares the two on generated addresses); anything
+# else goes to the parser.  Left to the parser although the pattern matches:
+# - a local part holding "=?": a dot-atom that starts with it is read as an
+#   RFC 2047 encoded word and decoded (=?utf-8?q?x?=@b gives x@b);
+# - whitespace or a comment after the address that the pattern did not
+#   consume: the parser skips every kind of whitespace there, and comments,
+#   and may read what follows as part of the address.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
 _PLAIN_MAILBOX = rf"{_DOT_ATOM}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _BARE_ADDRESS = re.compile(rf"({_PLAIN_MAILBOX})(?:[ \t]+|\Z)")
 _ANGLE_ADDRESS = re.compile(rf"<({_PLAIN_MAILBOX})>[ \t]*")
+_ENCODED_WORD_START = "=?"
 
 
 def split_address(arg: str) -> tuple[str, str]:
@@ -58,30 +65,97 @@ def split_address(arg: str) -> tuple[str, str]:
     """
     if not arg:
         return "", ""
-    match = _ANGLE_ADDRESS.match(arg)
-    if match is not None:
+    split = _split_plain_address(arg)
+    if split is not None:
+        return split
+    return _split_with_parser(arg)
+
+
+def _split_plain_address(arg: str) -> tuple[str, str] | None:
+    """split_address() for the common shapes, or None to ask the parser."""
+    if arg.startswith("<"):
+        if arg.startswith("<>") and not arg.startswith("<>>"):
+            # The parser takes nothing after a null address, not even spaces.
+            return "<>", arg[2:]
+        match = _ANGLE_ADDRESS.match(arg)
+        if match is None:
+            return None
         rest = arg[match.end() :]
-        if not rest.startswith("("):  # a comment: the parser skips it
-            return match.group(1), rest
-    elif arg.startswith("<>") and not arg.startswith("<>>"):
-        return "<>", arg[2:]
+        if rest and (rest[0] == "(" or rest[0].isspace()):
+            return None
     else:
         match = _BARE_ADDRESS.match(arg)
-        if match is not None:
-            rest = arg[match.end() :]
-            # Only parameters may follow; anything else (a dot, a comment)
-            # the parser might still read as part of the address.
-            if not rest or rest[0].isalnum():
-                return match.group(1), rest
-    token: Any
+        if match is None:
+            return None
+        rest = arg[match.end() :]
+        # Only parameters may follow; anything else (a dot, a comment)
+        # the parser might still read as part of the address.
+        if rest and not rest[0].isalnum():
+            return None
+    address = match.group(1)
+    if _ENCODED_WORD_START in address:
+        return None
+    return address, rest
+
+
+def _split_with_parser(arg: str) -> tuple[str, str]:
+    """split_address() by the email package's parser, as 3.11's smtpd did.
+
+    Any exception from the parser (IndexError, HeaderParseError, or
+    whatever a newer version raises) becomes AddressError.
+    """
+    parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
     try:
-        if arg.lstrip().startswith("<"):
-            token, rest = get_angle_addr(arg)
-        else:
-            token, rest = get_addr_spec(arg)
+        token, rest = _parse_prefix(parse, arg)
+        if _is_lone_open_quote(token):
+            raise AddressError(arg)
         return (token.addr_spec if token else ""), rest
-    except Exception as exc:  # the parser raises IndexError, HeaderParseError...
+    except AddressError:
+        raise
+    except Exception as exc:  # the parser's failures vary by version
         raise AddressError(arg) from exc
+
+
+def _parse_prefix(parse: Any, arg: str) -> tuple[Any, str]:
+    """Run one of the parser's get_* functions: (token, unparsed rest).
+
+    email._header_value_parser is private and its shape changes: up to now
+    a get_* function returns the rest of the string after the token; a
+    proposed rewrite (CPython PR 152521, for gh-136063) returns the index
+    where the rest starts instead.  Both are accepted.
+    """
+    token, after = parse(arg)
+    if isinstance(after, str):
+        return token, after
+    if isinstance(after, int) and not isinstance(after, bool):
+        return token, arg[after:]
+    raise TypeError(f"unexpected parser result: {after!r}")
+
+
+def _is_lone_open_quote(token: Any) -> bool:
+    """Whether the local part parsed is a ``"`` that the input ends after.
+
+    The parser of Python 3.8 to 3.13 raises IndexError for such an address
+    (``"``, ``<"``, ``< (c) "``), and 3.11's smtpd dropped the connection;
+    a fixed parser (CPython gh-148518) reads an empty local part instead,
+    which an angle-addr renders as ``""``.  Treating it as unreadable on
+    every version keeps the reply the same whichever parser is installed.
+    """
+    if _kind(token) == "angle-addr":
+        token = next((t for t in token if _kind(t) == "addr-spec"), None)
+    if _kind(token) != "addr-spec" or not token or not token[0]:
+        return False
+    word = token[0][0]  # addr-spec -> local-part -> its word
+    if _kind(word) != "quoted-string":
+        return False
+    return any(
+        _kind(part) == "bare-quoted-string" and not part and part.defects
+        for part in word
+    )
+
+
+def _kind(token: Any) -> Any:
+    return getattr(token, "token_type", None)
 
 
 def parse_params(params: list[str]) -> dict[str, str | bool] | None:
@@ -100,11 +174,25 @@ def parse_params(params: list[str]) -> dict[str, str | bool] | None:
     return result
 
 
-def parse_size(value: str | bool) -> int | None:
-    """The byte count of a ``SIZE=`` parameter, or None if it is no number."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
+def size_exceeds(value: str | bool, limit: int | None) -> bool | None:
+    """Whether the message size a MAIL ``SIZE=`` value declares is over limit.
+
+    None means the MAIL syntax reply: the value is not all digits (as in
+    3.11), or there is no value (a bare ``SIZE``; 3.11 raised), or there is
+    a limit to compare with and int() cannot read the digits (``SIZE=²``;
+    3.11 raised).  Digits int() reads count as in 3.11, ``SIZE=١٢`` is 12.
+    Without a limit (0 or None) 3.11 never converted the value, so any
+    digits are accepted.
+    """
+    if not isinstance(value, str) or not value.isdigit():
+        return None
+    if not limit:
+        return False
+    try:
+        size = int(value)
+    except ValueError:  # superscripts and other non-decimal digits; or too long
+        return None
+    return size > limit
 
 
 @overload

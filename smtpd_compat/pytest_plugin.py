@@ -23,6 +23,10 @@ Settings, from the weakest to the strongest:
   ``enable_SMTPUTF8``, ``data_size_limit``, ``server_class`` (a
   CapturingServer subclass), any other argument of the server class, and
   ``ready_timeout``/``stop_timeout``.
+
+``decode_data`` and ``enable_SMTPUTF8`` exclude each other: turning one on
+turns off the other where it was turned on at a farther level; both on at
+the same level is a usage error (see ``_fixture_options``).
 """
 
 from __future__ import annotations
@@ -97,31 +101,68 @@ def _ini_options(config: pytest.Config) -> dict[str, Any]:
     return options
 
 
-def _marker_options(node: pytest.Item) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    # iter_markers() yields the closest marker first: apply it last.
-    for marker in reversed(list(node.iter_markers(_MARKER))):
-        if marker.args:
-            raise pytest.UsageError(
-                f"@pytest.mark.{_MARKER} takes keyword arguments only, got {marker.args!r}"
-            )
-        options.update(marker.kwargs)
-    return options
+def _describe_mark(mark: pytest.Mark, nodeid: str) -> str:
+    arguments = ", ".join(f"{key}={value!r}" for key, value in mark.kwargs.items())
+    return f"@pytest.mark.{_MARKER}({arguments}) on {nodeid}"
 
 
 def _fixture_options(node: pytest.Item) -> dict[str, Any]:
-    """The ini settings overridden by the markers.
+    """The ini settings overridden by the markers, the closest one winning.
 
-    decode_data and enable_SMTPUTF8 cannot both be true: when a marker turns
-    one of them on without mentioning the other, an ini setting turning the
-    other on is dropped.
+    decode_data and enable_SMTPUTF8 cannot both be true.  When a marker
+    turns one of them on without naming the other, the other is turned off
+    if it was turned on farther away (by the ini options, or by a marker on
+    an enclosing class or module).  Both turned on at the same level - by
+    one marker, by two markers on the same test, class or module, or by the
+    two ini options - is a usage error naming the two sources.
     """
     options = _ini_options(node.config)
-    marked = _marker_options(node)
-    for name, other in (_EXCLUSIVE, _EXCLUSIVE[::-1]):
-        if marked.get(name) and other not in marked:
-            options[other] = False
-    options.update(marked)
+    # For each of the two options that is on: (level, description of where
+    # it was turned on).  Level 0 is the ini file, then one level per node
+    # from the module down to the test.
+    turned_on: dict[str, tuple[int, str]] = {}
+    for name, ini_name in zip(_EXCLUSIVE, ("decode_data", "smtputf8")):
+        if options[name]:
+            turned_on[name] = (0, f"the ini option smtpd_server_{ini_name}")
+    # iter_markers_with_node() yields the closest marker first: apply the
+    # markers from the farthest to the closest, so that the closest wins.
+    marks = list(node.iter_markers_with_node(_MARKER))
+    levels: dict[int, int] = {}
+    for owner, mark in reversed(marks):
+        level = levels.setdefault(id(owner), len(levels) + 1)
+        if mark.args:
+            raise pytest.UsageError(
+                f"@pytest.mark.{_MARKER} takes keyword arguments only, got {mark.args!r}"
+            )
+        for name, other in (_EXCLUSIVE, _EXCLUSIVE[::-1]):
+            if (
+                mark.kwargs.get(name)
+                and other not in mark.kwargs
+                and other in turned_on
+                and turned_on[other][0] < level
+            ):
+                options[other] = False
+                del turned_on[other]
+        options.update(mark.kwargs)
+        for name in _EXCLUSIVE:
+            if name not in mark.kwargs:
+                continue
+            if mark.kwargs[name]:
+                turned_on[name] = (level, _describe_mark(mark, owner.nodeid))
+            else:
+                turned_on.pop(name, None)
+    if len(turned_on) == len(_EXCLUSIVE):
+        name, other = _EXCLUSIVE
+        source, other_source = turned_on[name][1], turned_on[other][1]
+        where = (
+            f"both by {source}"
+            if source == other_source
+            else f"{name} by {source} and {other} by {other_source}"
+        )
+        raise pytest.UsageError(
+            f"{_MARKER} fixture: decode_data and enable_SMTPUTF8 cannot both "
+            f"be true; they are turned on {where}"
+        )
     return options
 
 

@@ -8,7 +8,10 @@ dispatcher that was registered in that map.
 
 import collections
 import os
+import re
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +21,10 @@ import pytest
 
 import smtpd_compat
 from smtpd_compat import asyncore
+
+# tests/legacy/ holds programs that test_legacy_programs.py runs in child
+# processes; some of their names look like test modules to pytest.
+collect_ignore_glob = ["legacy/*"]
 
 #: Bounded timeout (seconds) for every blocking operation in the suite.
 TIMEOUT = 5.0
@@ -371,3 +378,285 @@ def subprocess_env(extra_paths=()):
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONWARNINGS", None)
     return env
+
+
+# ---------------------------------------------------------------------------
+# Waiting for the server to read what was sent (instead of sleeping)
+# ---------------------------------------------------------------------------
+
+
+class ByteCounter:
+    """A running total of bytes that other threads can wait on."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self.total = 0
+
+    def add(self, count):
+        with self._changed:
+            self.total += count
+            self._changed.notify_all()
+
+    def wait_for(self, total, timeout=TIMEOUT):
+        """True once at least ``total`` bytes were counted (False on timeout)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.total >= total, timeout)
+
+
+class ReadCountingChannel(smtpd_compat.SMTPChannel):
+    """Adds every byte it reads to ``smtp_server.bytes_read``, if there is one."""
+
+    def recv(self, buffer_size):
+        data = smtpd_compat.SMTPChannel.recv(self, buffer_size)
+        counter = getattr(self.smtp_server, "bytes_read", None)
+        if counter is not None:
+            counter.add(len(data))
+        return data
+
+
+class ReadCountingServer(RecordingServer):
+    """A RecordingServer whose ``bytes_read`` counts what its channels read.
+
+    A test that needs input split across reads sends a piece, waits until
+    the server has read it, then sends the next: a sleep cannot promise
+    that, since the kernel may hand both pieces over in one read.
+    """
+
+    channel_class = ReadCountingChannel
+
+    def __init__(self, *args, **kwargs):
+        self.bytes_read = ByteCounter()
+        RecordingServer.__init__(self, *args, **kwargs)
+
+
+def send_in_separate_reads(client, server, *pieces):
+    """Send each piece only after ``server`` (a ReadCountingServer) read the last.
+
+    ``client`` is a RawClient or a socket.  Assumes the server has read
+    everything sent on its connections so far (e.g. all replies are in).
+    """
+    sock = getattr(client, "sock", client)
+    expected = server.bytes_read.total
+    for piece in pieces:
+        sock.sendall(piece)
+        expected += len(piece)
+        assert server.bytes_read.wait_for(expected), "the server did not read %r" % (
+            piece,
+        )
+    assert server.bytes_read.total == expected
+
+
+# ---------------------------------------------------------------------------
+# The command line in a subprocess, on a port the OS picks
+# ---------------------------------------------------------------------------
+
+
+def _socket_inodes(pid):
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for name in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, name))
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def _listening_ports_from_proc(pid):
+    inodes = _socket_inodes(pid)
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, table)) as rows:
+                next(rows)  # the header
+                for row in rows:
+                    fields = row.split()
+                    # st 0A is TCP_LISTEN; field 9 is the socket's inode
+                    if fields[3] == "0A" and fields[9] in inodes:
+                        ports.add(int(fields[1].rpartition(":")[2], 16))
+        except FileNotFoundError:  # no IPv6, or the process has gone
+            continue
+    return ports
+
+
+def _listening_ports_from_lsof(pid):
+    lsof = shutil.which("lsof")
+    if lsof is None:
+        raise AssertionError("cannot list listening sockets: no /proc and no lsof")
+    result = subprocess.run(
+        [lsof, "-nP", "-a", "-p", str(pid), "-iTCP", "-sTCP:LISTEN", "-Fn"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    return {
+        int(line.rpartition(":")[2])
+        for line in result.stdout.splitlines()
+        if line.startswith("n")
+    }
+
+
+def listening_ports(pid):
+    """The TCP ports process ``pid`` listens on (empty if it has gone)."""
+    if os.path.isdir("/proc/self/fd"):
+        try:
+            return _listening_ports_from_proc(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            return set()
+    return _listening_ports_from_lsof(pid)
+
+
+def start_cli(args, host="127.0.0.1", module="smtpd_compat", env=None, **popen_kw):
+    """Start ``python -m MODULE ARGS HOST:0`` and wait until it greets.
+
+    The server binds a port the OS chooses (never one picked in advance,
+    which another process could take first); it is found among the
+    process's listening sockets.  Returns (Popen, port).  ``popen_kw`` go
+    to Popen (stdout, stderr, text ...; both streams default to PIPE).
+    """
+    spec = ("[%s]:0" if ":" in host else "%s:0") % host
+    popen_kw.setdefault("stdout", subprocess.PIPE)
+    popen_kw.setdefault("stderr", subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args, spec],
+        stdin=subprocess.DEVNULL,
+        env=subprocess_env() if env is None else env,
+        **popen_kw,
+    )
+    try:
+        port = _wait_for_listening_port(proc, time.monotonic() + 20)
+        _wait_for_greeting(proc, host, port)
+    except (AssertionError, OSError, ValueError):  # ValueError: several ports
+        proc.kill()
+        out, err = proc.communicate(timeout=TIMEOUT)
+        raise AssertionError(
+            "%s did not start (status %s): %r %r" % (module, proc.returncode, out, err)
+        ) from None
+    return proc, port
+
+
+def _wait_for_listening_port(proc, deadline):
+    while time.monotonic() < deadline and proc.poll() is None:
+        ports = listening_ports(proc.pid)
+        if ports:
+            [port] = ports
+            return port
+        time.sleep(0.02)
+    raise AssertionError("no listening socket")
+
+
+def _wait_for_greeting(proc, host, port):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(TIMEOUT)
+        probe.connect((host, port))
+        greeting = probe.recv(1024)
+    if not greeting.startswith(b"220 "):
+        raise AssertionError("no greeting: %r" % greeting)
+
+
+# ---------------------------------------------------------------------------
+# Skips: under tox every one must be listed as expected
+# ---------------------------------------------------------------------------
+
+#: Set by tox.ini to the list of expected skips; then any other skip fails
+#: the run, so that a test that stopped running is a decision, not news.
+EXPECTED_SKIPS_VARIABLE = "SMTPD_COMPAT_EXPECTED_SKIPS"
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+_skips_seen = []
+_unexpected_skips = []
+
+
+def _python_version_matches(spec, version=sys.version_info[:2]):
+    """``3.8-3.11``, ``3.12+``, ``3.10`` or ``all`` against (major, minor)."""
+
+    def parse(text):
+        major, minor = text.split(".")
+        return int(major), int(minor)
+
+    if spec == "all":
+        return True
+    if spec.endswith("+"):
+        return version >= parse(spec[:-1])
+    low, _, high = spec.partition("-")
+    return parse(low) <= version <= parse(high or low)
+
+
+def read_expected_skips(path):
+    """[(python versions, node id, reason)] from the expected-skips file.
+
+    One skip a line, ``VERSIONS | NODE ID | REASON``, the node id relative
+    to the tests directory; ``#`` starts a comment line.
+    """
+    entries = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = [field.strip() for field in line.split("|")]
+            if len(fields) != 3 or not all(fields):
+                raise ValueError(
+                    "%s:%d: not VERSIONS | NODE ID | REASON" % (path, number)
+                )
+            entries.append(tuple(fields))
+    return entries
+
+
+def _skip_reason(report):
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return re.sub(r"^Skipped: ", "", reason)
+
+
+def _node_id_in_tests_dir(report, rootdir):
+    path, _, rest = report.nodeid.partition("::")
+    relative = os.path.relpath(os.path.join(str(rootdir), path), TESTS_DIR)
+    return relative.replace(os.sep, "/") + ("::" + rest if rest else "")
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skips_seen.append(report)
+
+
+def unexpected_skips(skips, expected, version=sys.version_info[:2]):
+    """The (node id, reason) pairs of ``skips`` that ``expected`` does not list."""
+    allowed = {
+        (node_id, reason)
+        for versions, node_id, reason in expected
+        if _python_version_matches(versions, version)
+    }
+    return [skip for skip in skips if skip not in allowed]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get(EXPECTED_SKIPS_VARIABLE)
+    if not path:
+        return
+    skips = [
+        (_node_id_in_tests_dir(report, session.config.rootpath), _skip_reason(report))
+        for report in _skips_seen
+    ]
+    _unexpected_skips[:] = unexpected_skips(skips, read_expected_skips(path))
+    if _unexpected_skips and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _unexpected_skips:
+        return
+    path = os.environ.get(EXPECTED_SKIPS_VARIABLE)
+    terminalreporter.section("unexpected skips", red=True, bold=True)
+    for node_id, reason in _unexpected_skips:
+        terminalreporter.line("%s | %s" % (node_id, reason))
+    terminalreporter.line(
+        "%d skip(s) not listed in %s for Python %d.%d: the run fails"
+        % ((len(_unexpected_skips), path) + sys.version_info[:2]),
+        red=True,
+    )

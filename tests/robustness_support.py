@@ -11,16 +11,22 @@
 
 import re
 import smtplib
-import socket
 import subprocess
 import sys
 import time
 import traceback
 import uuid
 
-from conftest import TIMEOUT, LoopRunner, RecordingServer, subprocess_env, wait_for
+from conftest import (
+    TIMEOUT,
+    ByteCounter,
+    LoopRunner,
+    ReadCountingChannel,
+    RecordingServer,
+    start_cli,
+    wait_for,
+)
 
-import smtpd_compat
 from smtpd_compat import asyncore
 
 #: One reply line: three digits, a space or a hyphen, printable text, CRLF.
@@ -90,7 +96,7 @@ def _deliberate_failure_in_flight():
     return isinstance(sys.exc_info()[1], DeliberateFailure)
 
 
-class WatchedChannel(smtpd_compat.SMTPChannel):
+class WatchedChannel(ReadCountingChannel):
     """An SMTPChannel that records unexpected error reports on its server.
 
     The only error report a test expects is the one for a DeliberateFailure
@@ -98,6 +104,7 @@ class WatchedChannel(smtpd_compat.SMTPChannel):
     exception from the package's own code, a socket error reaching
     handle_error(), an asyncore warning) is recorded in the server's
     ``unexpected`` list.  Reports are not printed: ``unexpected`` has them.
+    What it reads is counted in the server's ``bytes_read``.
     """
 
     def _expected_report(self):
@@ -108,7 +115,7 @@ class WatchedChannel(smtpd_compat.SMTPChannel):
             self.smtp_server.unexpected.append(
                 "handle_error() on a channel:\n" + traceback.format_exc()
             )
-        smtpd_compat.SMTPChannel.handle_error(self)
+        ReadCountingChannel.handle_error(self)
 
     def log_info(self, message, type="info"):
         if type != "info" and not self._expected_report():
@@ -121,13 +128,15 @@ class WatchedServer(RecordingServer):
     """A RecordingServer whose channels and listener report stray errors.
 
     ``unexpected`` collects every error report that did not come from the
-    handler-error path (451 to the client, connection kept).
+    handler-error path (451 to the client, connection kept); ``bytes_read``
+    counts what its channels read (see conftest.ReadCountingServer).
     """
 
     channel_class = WatchedChannel
 
     def __init__(self, *args, **kwargs):
         self.unexpected = []
+        self.bytes_read = ByteCounter()
         RecordingServer.__init__(self, *args, **kwargs)
 
     def handle_error(self):
@@ -199,30 +208,13 @@ def read_until_closed(sock, limit=None, timeout=TIMEOUT):
 
 
 class CliServer:
-    """``python -m smtpd_compat -n ARGS 127.0.0.1:PORT`` in a subprocess."""
+    """``python -m smtpd_compat -n ARGS 127.0.0.1:0`` in a subprocess."""
 
-    def __init__(self, args, startup_timeout=15.0):
-        self.address = ("127.0.0.1", _free_port())
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smtpd_compat", "-n", *args, "%s:%d" % self.address],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=subprocess_env(),
+    def __init__(self, args):
+        self.proc, port = start_cli(
+            ["-n", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        deadline = time.monotonic() + startup_timeout
-        while not self._greets():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError("CLI server did not start: %r" % (self.stderr,))
-            time.sleep(0.05)
-
-    def _greets(self):
-        try:
-            with socket.create_connection(self.address, timeout=TIMEOUT) as probe:
-                return probe.recv(1024).startswith(b"220 ")
-        except OSError:
-            return False
+        self.address = ("127.0.0.1", port)
 
     def stop(self):
         """Kill the server; return what it wrote on stderr."""
@@ -231,12 +223,6 @@ class CliServer:
         _, stderr = self.proc.communicate(timeout=TIMEOUT)
         self.stderr = stderr.decode("utf-8", "replace")
         return self.stderr
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def cli_servers():

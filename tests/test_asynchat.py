@@ -336,10 +336,6 @@ def test_collect_helpers(private_map, sockpair):
     assert chat.items == [b"ab", b"cd"]
 
 
-@pytest.mark.skipif(
-    not hasattr(asynchat, "find_prefix_at_end"),
-    reason="find_prefix_at_end not provided",
-)
 @pytest.mark.parametrize(
     "haystack,needle,expected",
     [

@@ -47,7 +47,10 @@ def test_get_warns_and_reads(channel, old, new):
     assert len(caught) == 1
     assert caught[0].category is DeprecationWarning
     assert caught[0].filename == __file__
-    assert new in str(caught[0].message)
+    assert str(caught[0].message) == (
+        "Access to __%s attribute on SMTPChannel is deprecated, use '%s' instead"
+        % (old, new)
+    )
 
 
 @pytest.mark.parametrize("old,new", ALIASES)
@@ -60,7 +63,29 @@ def test_set_warns_and_writes(channel, old, new):
     assert len(caught) == 1
     assert caught[0].category is DeprecationWarning
     assert caught[0].filename == __file__
-    assert new in str(caught[0].message)
+    assert str(caught[0].message) == (
+        "Setting __%s attribute on SMTPChannel is deprecated, set '%s' instead"
+        % (old, new)
+    )
+
+
+def test_greeting_texts_are_pythons():
+    """The issue's example, spelled out: programs filter on these texts."""
+    channel = smtpd_compat.SMTPChannel.__new__(smtpd_compat.SMTPChannel)
+    channel.seen_greeting = "x"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _ = channel._SMTPChannel__greeting
+        channel._SMTPChannel__greeting = "y"
+    get_text = (
+        "Access to __greeting attribute on SMTPChannel is deprecated, "
+        "use 'seen_greeting' instead"
+    )
+    set_text = (
+        "Setting __greeting attribute on SMTPChannel is deprecated, "
+        "set 'seen_greeting' instead"
+    )
+    assert [str(w.message) for w in caught] == [get_text, set_text]
 
 
 def test_plain_attribute_syntax(channel):

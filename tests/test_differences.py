@@ -5,13 +5,20 @@ smtpd_compat answers instead, and every test checks that the very same
 connection keeps working afterwards.
 """
 
+import re
 import socket
 import struct
 import sys
-import time
 
 import pytest
-from conftest import RecordingServer, data_reply_ok, do_transaction, wait_for
+from conftest import (
+    ReadCountingServer,
+    RecordingServer,
+    data_reply_ok,
+    do_transaction,
+    send_in_separate_reads,
+    wait_for,
+)
 
 import smtpd_compat
 
@@ -71,6 +78,37 @@ def test_bad_bytes_in_overlong_line(serve, connect, decode_data):
     assert_usable(client)
 
 
+# --- replies that would echo control characters -------------------------------
+
+
+@pytest.mark.parametrize("enable_SMTPUTF8", [False, True])
+@pytest.mark.parametrize(
+    "line",
+    [
+        # 3.11 echoed the bare LF: the client read a second reply, "250 OK"
+        b"FOO\n250 OK",
+        b"FOO\r250 OK",
+        b"FOO\r\r\n250 OK",
+        b"X\x00Y",
+        b"X\x1bY",
+        b"X\x7fY",
+    ],
+)
+def test_control_characters_are_not_echoed(serve, connect, enable_SMTPUTF8, line):
+    client = connect(serve(enable_SMTPUTF8=enable_SMTPUTF8))
+    if b"\r\r\n" in line:
+        # The first CRLF ends the command line (b"FOO\r"); the rest is one more.
+        client.send(line + b"\r\n")
+        assert client.read_reply() == BAD_SYNTAX
+        assert client.read_reply() == b'500 Error: command "250" not recognized\r\n'
+    else:
+        assert client.cmd(line) == BAD_SYNTAX
+    client.send(b"NOOP\r\n")
+    # Nothing else came before the NOOP's reply: no forged line.
+    assert client.read_reply() == OK
+    assert client.buffer == b""
+
+
 # --- addresses the email parser cannot read ------------------------------------
 
 BAD_ADDRESSES = [
@@ -125,14 +163,25 @@ def test_vrfy_unparsable_address(client, address):
 # --- SIZE parameter --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "params", ["SIZE", "SIZE=\u00b2", "SIZE=\u0663", "SIZE=1\u00b2"]
-)
+@pytest.mark.parametrize("params", ["SIZE", "SIZE=\u00b2", "SIZE=1\u00b2"])
 def test_mail_bad_size_value(client, params):
     client.cmd("EHLO x")
     assert client.cmd("MAIL FROM:<a@b> " + params) == MAIL_SYNTAX_EXT
     assert_usable(client)
     assert client.cmd("MAIL FROM:<a@b> SIZE=10") == OK
+
+
+@pytest.mark.parametrize("digits", ["\u0661\u0662", "\uff11\uff12", "12"])
+def test_mail_size_in_any_decimal_digits_is_read_as_python_did(serve, connect, digits):
+    # int() reads every Unicode decimal digit; 3.11 took SIZE=١٢ as 12.
+    client = connect(serve(data_size_limit=12))
+    client.cmd("EHLO x")
+    assert client.cmd("MAIL FROM:<a@b> SIZE=" + digits) == OK
+    client.cmd("RSET")
+    too_big = digits[:-1] + chr(ord(digits[-1]) + 1)
+    assert client.cmd("MAIL FROM:<a@b> SIZE=" + too_big) == (
+        b"552 Error: message size exceeds fixed maximum message size\r\n"
+    )
 
 
 # --- DATA that is not UTF-8 with decode_data=True, split characters -------------
@@ -146,7 +195,7 @@ def test_decode_data_invalid_utf8_body(serve, connect):
     client.cmd("RCPT TO:<c@d>")
     assert client.cmd("DATA") == START_DATA
     reply = data_reply_ok(client, b"caf\xe9\r\n\xff")
-    assert reply.startswith(b"5")
+    assert reply == b"554 Error: message data is not valid UTF-8\r\n"
     assert server.deliveries == []
     assert_usable(client)
     assert client.cmd("RCPT TO:<c@d>") == NEED_MAIL
@@ -155,26 +204,22 @@ def test_decode_data_invalid_utf8_body(serve, connect):
 
 
 @pytest.mark.parametrize("decode_data", [False, True])
-def test_utf8_split_across_sends(serve, connect, decode_data):
-    server = serve(decode_data=decode_data)
+def test_utf8_split_across_reads(serve, connect, decode_data):
+    """Each piece reaches the server in reads of its own (it is not sent
+    until the server has read the one before)."""
+    server = serve(ReadCountingServer, decode_data=decode_data)
     client = connect(server)
     client.cmd("HELO x")
     line = "MAIL FROM:<j\u00f6rg@example.com>\r\n".encode("utf-8")
     cut = line.index(b"\xc3") + 1
-    client.send(line[:cut])
-    time.sleep(0.05)
-    client.send(line[cut:])
+    send_in_separate_reads(client, server, line[:cut], line[cut:])
     assert client.read_reply() == OK
     assert client.cmd("RCPT TO:<r@example.com>") == OK
     assert client.cmd("DATA") == START_DATA
     body = "caf\u00e9 \u65e5\u672c\r\n.\r\n".encode("utf-8")
     # cut inside the two-byte and inside the three-byte character
     assert body[3:5] == b"\xc3\xa9" and body[6:9] == "\u65e5".encode("utf-8")
-    client.send(body[:4])
-    time.sleep(0.05)
-    client.send(body[4:8])
-    time.sleep(0.05)
-    client.send(body[8:])
+    send_in_separate_reads(client, server, body[:4], body[4:8], body[8:])
     assert client.read_reply() == OK
     [delivery] = server.deliveries
     assert delivery.mailfrom == "j\u00f6rg@example.com"
@@ -288,10 +333,16 @@ def test_command_size_limits_per_channel(server, connect):
     assert_usable(first)
 
 
-def test_command_size_limits_class_attribute():
+def test_command_size_limits_class_attribute(server, connect):
+    """The class table is still there, and sessions leave it alone."""
     limits = smtpd_compat.SMTPChannel.command_size_limits
-    assert limits["MAIL"] == 512 or "MAIL" not in limits
     assert smtpd_compat.SMTPChannel.command_size_limit == 512
+    assert limits.default_factory() == 512
+    before = dict(limits)  # never limits[...]: that would add the key
+    client = connect(server)
+    assert client.cmd("EHLO x").startswith(b"250-")  # SIZE: MAIL may grow by 26
+    assert client.cmd(mail_line(538)) == OK
+    assert dict(limits) == before
 
 
 def test_ehlo_twice_on_other_connections_does_not_grow_limit(server, connect):
@@ -333,17 +384,63 @@ class FailingServer(RecordingServer):
         return self.result
 
 
+#: asyncore's report of an exception, as the default handle_error() writes
+#: it (with log_info, on stdout); smtpd_compat keeps the connection open
+#: all the same.
+REPORT = re.compile(
+    r"error: uncaptured python exception, closing channel"
+    r" <(?P<channel>[\w.]+) connected 127\.0\.0\.1:\d+ at 0x[0-9a-f]+>"
+    r" \((?P<kind><class '[\w.]+'>):(?P<value>.*?)"
+    r" (?P<where>\[[^]]+\](?: \[[^]]+\])*)\)\n\Z"
+)
+
+
+def assert_one_report(capsys, channel, kind, value):
+    # The 451 reply may leave before handle_error() writes its report.
+    out, err = [], []
+
+    def report_line_written():
+        captured = capsys.readouterr()
+        out.append(captured.out)
+        err.append(captured.err)
+        return "".join(out).endswith("\n")
+
+    assert wait_for(report_line_written)
+    assert "".join(err) == ""
+    match = REPORT.match("".join(out))
+    assert match, out
+    assert (match["channel"], match["kind"], match["value"]) == (channel, kind, value)
+
+
 @pytest.mark.parametrize(
-    "result",
+    "result,kind,value",
     [
-        RuntimeError("boom"),
-        ValueError("bad"),
-        b"250 OK",
-        123,
-        "250 gr\u00fc\u00df dich",
+        (RuntimeError("boom"), "<class 'RuntimeError'>", "boom"),
+        (ValueError("bad"), "<class 'ValueError'>", "bad"),
+        # The exceptions Python's smtpd raised while building these
+        # replies, to the letter.
+        (b"250 OK", "<class 'TypeError'>", "can't concat str to bytes"),
+        (
+            123,
+            "<class 'TypeError'>",
+            "unsupported operand type(s) for +: 'int' and 'str'",
+        ),
+        (
+            "250 gr\u00fc\u00df dich",
+            "<class 'UnicodeEncodeError'>",
+            (
+                "'ascii' codec can't encode characters in position 6-7: "
+                "ordinal not in range(128)"
+            ),
+        ),
+        (
+            "250 ok\n250 forged",
+            "<class 'ValueError'>",
+            "process_message() returned an unsendable reply: '250 ok\\n250 forged'",
+        ),
     ],
 )
-def test_process_message_failures(serve, connect, capsys, result):
+def test_process_message_failures(serve, connect, capsys, result, kind, value):
     server = serve(FailingServer)
     server.result = result
     client = connect(server)
@@ -352,11 +449,13 @@ def test_process_message_failures(serve, connect, capsys, result):
     client.cmd("RCPT TO:<c@d>")
     assert client.cmd("DATA") == START_DATA
     assert data_reply_ok(client, b"x") == LOCAL_ERROR
+    assert_one_report(capsys, "smtpd_compat.SMTPChannel", kind, value)
     assert client.cmd("RCPT TO:<c@d>") == NEED_MAIL
     assert_usable(client)
     server.result = None
     assert do_transaction(client, greet=None) == OK
     assert len(server.deliveries) == 2
+    assert capsys.readouterr() == ("", "")
 
 
 def test_utf8_status_in_smtputf8_transaction(serve, connect):
@@ -417,8 +516,12 @@ def test_failing_custom_command_keeps_connection(serve, connect, capsys):
     server = serve(CrashingCommandServer)
     client = connect(server)
     assert client.cmd("CRASH now") == LOCAL_ERROR
+    assert_one_report(
+        capsys, "test_differences.CrashingCommandChannel", "<class 'KeyError'>", "'now'"
+    )
     assert_usable(client)
     assert do_transaction(client) == OK
+    assert capsys.readouterr() == ("", "")
 
 
 # --- abrupt disconnects ------------------------------------------------------------------

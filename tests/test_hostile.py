@@ -76,8 +76,9 @@ class Case:
     """One hostile session.
 
     ``payload`` is a callable returning an iterable of byte chunks (so that
-    100 MB streams are never held in memory) or of floats (pauses, in
-    seconds).  ``expect`` is called with (reply codes, deliveries of this
+    100 MB streams are never held in memory) and ``SERVER_READ`` marks
+    (wait until the server has read everything sent so far, so that what
+    follows reaches it in a read of its own).  ``expect`` is called with (reply codes, deliveries of this
     session) for case-specific checks.
     """
 
@@ -103,6 +104,10 @@ class Case:
 
     def param(self):
         return pytest.param(self, id=self.name, marks=list(self.marks))
+
+
+#: In a payload: wait until the server has read all that was sent before.
+SERVER_READ = object()
 
 
 def fixed(data):
@@ -368,7 +373,7 @@ def split_session_cases():
     """The valid session in two writes, split at every byte boundary."""
     cases = []
     for cut in range(1, len(VALID_SESSION)):
-        payload = fixed_parts(VALID_SESSION[:cut], 0.005, VALID_SESSION[cut:])
+        payload = fixed_parts(VALID_SESSION[:cut], SERVER_READ, VALID_SESSION[cut:])
         cases.append(
             Case(
                 "split-at-byte-%02d" % cut,
@@ -382,7 +387,11 @@ def split_session_cases():
         Case(
             "one-byte-per-write",
             fixed_parts(
-                *[part for byte in VALID_SESSION for part in (bytes([byte]), 0.001)]
+                *[
+                    part
+                    for byte in VALID_SESSION
+                    for part in (bytes([byte]), SERVER_READ)
+                ]
             ),
             state="greeting",
             ending="eof",
@@ -500,18 +509,30 @@ def serve():
     yield from quick_servers()
 
 
-def exchange(sock, chunks, read_replies, stall_limit=0.5):
-    """Send every chunk (pausing on floats), collecting what the server sends.
+#: How long a client that does not read its replies keeps trying to send
+#: once the server has stopped taking its bytes.  (A client that reads
+#: expects the server to take everything: for it, only a far longer
+#: standstill counts, so that a slow machine is not taken for a stall.)
+NOT_READING_PATIENCE = 0.5
+READING_PATIENCE = 3 * TIMEOUT
 
+
+def exchange(sock, chunks, read_replies, bytes_read, already_sent):
+    """Send every chunk, collecting what the server sends.
+
+    ``bytes_read`` is the server's ByteCounter, for the SERVER_READ marks;
+    ``already_sent`` the number of bytes the client sent before.
     Returns (received bytes, outcome): 'sent', 'closed' when the server
-    closed the connection, or 'stalled' when it took nothing for
-    ``stall_limit`` seconds (only expected of a client that does not read).
+    closed the connection, or 'stalled' when it took nothing for a while
+    (expected only of a client that does not read).
     """
+    stall_limit = READING_PATIENCE if read_replies else NOT_READING_PATIENCE
     received = bytearray()
     sock.setblocking(False)
+    sent_total = already_sent
     for chunk in chunks:
-        if isinstance(chunk, float):
-            time.sleep(chunk)
+        if chunk is SERVER_READ:
+            assert bytes_read.wait_for(sent_total), "the server did not read it all"
             continue
         pending = memoryview(chunk)
         last_progress = time.monotonic()
@@ -532,6 +553,7 @@ def exchange(sock, chunks, read_replies, stall_limit=0.5):
                 except (BrokenPipeError, ConnectionResetError):
                     return received, "closed"
                 pending = pending[sent:]
+                sent_total += sent
                 last_progress = time.monotonic()
             elif time.monotonic() - last_progress > stall_limit:
                 return received, "stalled"
@@ -591,7 +613,13 @@ def test_hostile_session(serve, case):
     try:
         received = enter_state(sock, case.state)
         before = len(server.deliveries)
-        data, outcome = exchange(sock, case.payload(), case.read_replies)
+        data, outcome = exchange(
+            sock,
+            case.payload(),
+            case.read_replies,
+            server.bytes_read,
+            len(STATE_PREFIXES.get(case.state, b"")),
+        )
         received += data
         if case.read_replies and case.ending != "eof":
             # Only QUIT (in the payload: ending "eof") lets the server hang up.

@@ -2,9 +2,14 @@
 
 A client silent for ``idle_timeout`` seconds gets ``421 <fqdn> Idle
 timeout, closing connection`` and is disconnected; a client that keeps
-talking is not; without the option nobody is cut off.  No test here
-asserts how fast anything happens: they wait (with generous bounds) for
-what must happen, and check what must not.
+talking is not; without the option nobody is cut off.
+
+The notice must come neither early nor (much) late.  Early is checked
+exactly: the clock is read before the client's last sending (or its
+connect), so the server heard from it after that, and the notice may
+only arrive more than ``idle_timeout`` later.  Late gets a generous
+bound: the server looks for idle clients every ``idle_timeout / 2`` (at
+most every second) and a shared machine may be slow.
 """
 
 import select
@@ -25,6 +30,32 @@ from test_cli import run_cli
 
 IDLE_NOTICE = ("421 %s Idle timeout, closing connection\r\n" % FQDN).encode("ascii")
 SHORT = 0.5
+#: Latest acceptable arrival of the notice after the client fell silent.
+LATE = 2 * SHORT + 1.5
+
+
+def wait_for_notice(sock, silent_since):
+    """Stay silent until the server's notice and its EOF arrive.
+
+    Returns (bytes received, how the connection ended, seconds from
+    ``silent_since`` to the first byte of the notice).
+    """
+    first, how = read_until_closed(sock, limit=1, timeout=10 * SHORT + TIMEOUT)
+    elapsed = time.monotonic() - silent_since
+    rest = b""
+    if how == "limit":
+        rest, how = read_until_closed(sock)
+    return first + rest, how, elapsed
+
+
+def read_replies_until(sock, last_line):
+    """Read what the server sends up to and including ``last_line``."""
+    received = b""
+    while not received.endswith(last_line):
+        data, how = read_until_closed(sock, limit=1)
+        assert how == "limit", (received + data, how)
+        received += data
+    return received
 
 
 @pytest.fixture
@@ -44,19 +75,20 @@ def idle_server(request, serve):
 
 def connect(server):
     sock = socket.create_connection(server.socket.getsockname()[:2], timeout=TIMEOUT)
-    greeting, _ = read_until_closed(sock, limit=1)
-    assert greeting.startswith(b"220 ")
+    assert read_replies_until(sock, b"\r\n").startswith(b"220 ")
     return sock
 
 
 def test_silent_client_gets_421_then_eof(idle_server):
     server = idle_server(idle_timeout=SHORT)
+    connecting = time.monotonic()
     sock = connect(server)
     try:
-        received, how = read_until_closed(sock, timeout=10 * SHORT + TIMEOUT)
+        received, how, elapsed = wait_for_notice(sock, connecting)
     finally:
         sock.close()
     assert (received, how) == (IDLE_NOTICE, "eof")
+    assert SHORT < elapsed < LATE
     assert wait_for(lambda: len(server._map) == 1)
     assert_no_unexpected_errors(server)
     check_fresh_delivery(server)
@@ -81,19 +113,46 @@ def test_talking_client_is_not_cut(serve):
     assert_no_unexpected_errors(server)
 
 
+def test_timeout_counts_from_the_last_command(serve):
+    """Talking for longer than the timeout, then silence: cut SHORT later."""
+    server = serve(WatchedServer, idle_timeout=SHORT)
+    sock = connect(server)
+    try:
+        talking_until = time.monotonic() + 1.2 * SHORT
+        while True:
+            last_sent = time.monotonic()
+            sock.sendall(b"NOOP\r\n")
+            assert read_replies_until(sock, b"\r\n") == b"250 OK\r\n"
+            if last_sent > talking_until:
+                break
+            time.sleep(SHORT / 5)
+        received, how, elapsed = wait_for_notice(sock, last_sent)
+    finally:
+        sock.close()
+    assert (received, how) == (IDLE_NOTICE, "eof")
+    assert SHORT < elapsed < LATE
+    assert_no_unexpected_errors(server)
+
+
 def test_silent_mid_data_is_cut_and_not_delivered(idle_server):
     server = idle_server(idle_timeout=SHORT)
     sock = connect(server)
     try:
+        last_sent = time.monotonic()
         sock.sendall(
             b"HELO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
             b"DATA\r\nSubject: never finished\r\n\r\nhalf a mess"
         )
-        received, how = read_until_closed(sock, timeout=10 * SHORT + TIMEOUT)
+        replies = read_replies_until(sock, b"354 End data with <CR><LF>.<CR><LF>\r\n")
+        received, how, elapsed = wait_for_notice(sock, last_sent)
     finally:
         sock.close()
-    assert how == "eof"
-    assert received.endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n" + IDLE_NOTICE)
+    assert replies == (
+        ("250 %s\r\n" % FQDN).encode("ascii")
+        + b"250 OK\r\n250 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    )
+    assert (received, how) == (IDLE_NOTICE, "eof")
+    assert SHORT < elapsed < LATE
     assert server.deliveries == []
     assert_no_unexpected_errors(server)
     check_fresh_delivery(server)
@@ -153,14 +212,17 @@ def test_timeout_is_keyword_only():
 
 def test_cli_idle_timeout(cli_server):
     running = cli_server("-c", "DebuggingServer", "-t", str(SHORT))
+    connecting = time.monotonic()
     sock = socket.create_connection(running.address, timeout=TIMEOUT)
     try:
-        received, how = read_until_closed(sock, timeout=10 * SHORT + TIMEOUT)
+        greeting = read_replies_until(sock, b"\r\n")
+        received, how, elapsed = wait_for_notice(sock, connecting)
     finally:
         sock.close()
-    assert how == "eof"
-    assert received.startswith(b"220 ")
-    assert received.endswith(IDLE_NOTICE)
+    assert greeting.startswith(b"220 ")
+    assert (received, how) == (IDLE_NOTICE, "eof")
+    # The command line's loop wakes at least once a second to look.
+    assert SHORT < elapsed < LATE + 1.0
     # The server itself goes on.
     with smtplib.SMTP(*running.address, timeout=TIMEOUT) as client:
         assert client.noop()[0] == 250
@@ -168,12 +230,16 @@ def test_cli_idle_timeout(cli_server):
 
 def test_cli_long_option(cli_server):
     running = cli_server("-c", "DebuggingServer", "--idle-timeout=%s" % SHORT)
+    connecting = time.monotonic()
     sock = socket.create_connection(running.address, timeout=TIMEOUT)
     try:
-        received, how = read_until_closed(sock, timeout=10 * SHORT + TIMEOUT)
+        greeting = read_replies_until(sock, b"\r\n")
+        received, how, elapsed = wait_for_notice(sock, connecting)
     finally:
         sock.close()
-    assert how == "eof" and received.endswith(IDLE_NOTICE)
+    assert greeting.startswith(b"220 ")
+    assert (received, how) == (IDLE_NOTICE, "eof")
+    assert SHORT < elapsed < LATE + 1.0
 
 
 @pytest.mark.parametrize("value", ["0", "x", "-1", "inf", "nan", ""])

@@ -189,18 +189,13 @@ def test_more_connections_than_select_can_watch(cli_server, holders):
     assert "Traceback" not in stderr and "error" not in stderr.lower(), stderr
 
 
-def listen_queue_drops():
-    """TcpExt ListenOverflows + ListenDrops, or None where unreadable."""
-    try:
-        with open("/proc/net/netstat") as netstat:
-            lines = netstat.read().splitlines()
-    except OSError:
-        return None
-    for names, values in zip(lines[::2], lines[1::2]):
-        if names.startswith("TcpExt:"):
-            table = dict(zip(names.split()[1:], map(int, values.split()[1:])))
-            return table.get("ListenOverflows", 0) + table.get("ListenDrops", 0)
-    return None
+#: A connection the kernel did not take at once - a SYN dropped because the
+#: listen queue was full, or a handshake whose last ACK was dropped - waits
+#: for a retransmission, one second at the least.  Everything quicker went
+#: through the first time.  (Counting ListenOverflows in /proc/net/netstat
+#: instead would count every process on the machine, such as another tox
+#: environment running at the same time.)
+RETRANSMISSION = 1.0
 
 
 def connect_burst(address, count):
@@ -224,6 +219,7 @@ def connect_burst(address, count):
 
 
 def wait_for_greetings(socks, timeout=60):
+    """Read each socket's greeting; return how many came."""
     pending = set(socks)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
@@ -241,20 +237,21 @@ def test_ten_thousand_connections_and_a_burst(cli_server, holders):
     holder = holders(server.address, 10000)
     assert holder.report["greeted"] == 10000, holder.report
 
-    drops_before = listen_queue_drops()
+    burst_started = time.monotonic()
     socks, seconds = connect_burst(server.address, 500)
     try:
         print("500 simultaneous connects completed in %.3f s" % seconds)
-        # A SYN retry would take a second at least.
-        assert seconds < 1.0
-        started = time.monotonic()
+        assert seconds < RETRANSMISSION, "a SYN was dropped and sent again"
         assert wait_for_greetings(socks) == 500
-        print("... and all 500 greeted after %.3f s" % (time.monotonic() - started))
+        greeted_after = time.monotonic() - burst_started
+        print("... and all 500 greeted after %.3f s" % greeted_after)
+        # A handshake the server dropped at its end (full accept queue)
+        # looks complete to the client, but its greeting waits for the
+        # server's retransmission.
+        assert greeted_after < RETRANSMISSION, "the listen queue overflowed"
     finally:
         for sock in socks:
             sock.close()
-    if drops_before is not None:
-        assert listen_queue_drops() == drops_before, "the listen queue overflowed"
 
     elapsed = full_transaction(server.address)
     print("full transaction with 10 000 connections open: %.3f s" % elapsed)

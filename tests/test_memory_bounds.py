@@ -5,8 +5,11 @@ its resident set size can be read from /proc/<pid>/status: VmRSS (now) and
 VmHWM (the peak since the process started).  Each test streams far more
 than any limit - an endless command line, DATA far past data_size_limit,
 millions of pipelined commands whose replies are never read - and asserts
-that the peak RSS grew by less than three times the relevant limit plus a
-fixed allowance for the interpreter's own noise.
+that the peak RSS grew by no more than README.rst states (under "Bounded
+memory") plus a small allowance for noise: allocator slack, the first big
+reads and sends, coverage's data when the suite runs under coverage.  The
+allowance is far below the limits involved, so keeping a few times the
+DATA limit or the output backlog in memory fails.
 """
 
 import os
@@ -27,12 +30,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 MB = 1 << 20
-#: RSS growth tolerated on top of 3x the limit: allocator slack, the first
-#: big reads and sends, interpreter caches.
-ALLOWANCE = 20 * MB
-#: asynchat's output backlog limit: a channel stops reading beyond it.
-OUT_PENDING_LIMIT = 1 << 20
-COMMAND_LIMIT = 512
+#: Peak RSS growth README.rst states for each stream ...
+README_GROWTH = {
+    "command line": 0.1 * MB,
+    "DATA": 2.2 * MB,
+    "pipelined NOOPs": 0.7 * MB,
+}
+#: ... and the noise tolerated on top.  (Measured on Python 3.8-3.13, with
+#: and without coverage: at most 0.3 MB above the README figures.)
+NOISE = 1 * MB
 
 SERVER_SCRIPT = textwrap.dedent(
     """
@@ -67,6 +73,20 @@ def memory_of(pid):
         match = re.search(r"^%s:\s+(\d+) kB" % name, text, re.MULTILINE)
         values[name] = int(match.group(1)) * 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def reset_peak(pid):
+    """Make VmHWM start again from the current RSS (Linux 4.0 and later).
+
+    Without this the peak would include whatever the interpreter used
+    while starting up, which has nothing to do with the test's stream.
+    Where the kernel refuses, the old peak stays: a stricter comparison.
+    """
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        pass
 
 
 class ServerProcess:
@@ -115,6 +135,7 @@ class ServerProcess:
             assert how == "eof" and replies.endswith(b"221 Bye\r\n")
         finally:
             sock.close()
+        reset_peak(self.pid)
         return memory_of(self.pid)[0]
 
     def stop(self):
@@ -174,7 +195,7 @@ def test_endless_command_line(memory_server):
         sock.close()
     assert replies == b"500 Error: line too long\r\n250 OK\r\n221 Bye\r\n"
     peak = memory_of(server.pid)[1]
-    bound = baseline + 3 * COMMAND_LIMIT + ALLOWANCE
+    bound = baseline + README_GROWTH["command line"] + NOISE
     report("50 MB command line", baseline, samples, peak, bound)
     assert peak < bound
 
@@ -204,7 +225,7 @@ def test_data_past_size_limit(memory_server):
     codes = re.findall(rb"^(\d{3})[ -]", replies, re.MULTILINE)
     assert codes == [b"250", b"250", b"250", b"354", b"552", b"250", b"221"]
     peak = memory_of(server.pid)[1]
-    bound = baseline + 3 * MB + ALLOWANCE
+    bound = baseline + README_GROWTH["DATA"] + NOISE
     report("100 MB of DATA, 1 MB limit", baseline, samples, peak, bound)
     assert peak < bound
 
@@ -313,7 +334,7 @@ def test_pipelined_commands_never_read(memory_server, megabytes, kernel_buffers)
         sock.close()
     assert rest == b"250 OK\r\n221 Bye\r\n"
     peak = memory_of(server.pid)[1]
-    bound = baseline + 3 * OUT_PENDING_LIMIT + ALLOWANCE
+    bound = baseline + README_GROWTH["pipelined NOOPs"] + NOISE
     report(
         "%d MB of pipelined NOOPs (%d sent before the server stopped reading)"
         % (megabytes, sent // len(NOOP)),

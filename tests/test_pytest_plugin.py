@@ -191,7 +191,7 @@ def test_setup_cfg_declares_the_entry_point():
     config = configparser.ConfigParser()
     config.read(SETUP_CFG, encoding="utf-8")
     declared = config["options.entry_points"]["pytest11"].split("\n")
-    assert "smtpd_compat = smtpd_compat.pytest_plugin" in declared
+    assert "smtpd_compat.pytest_plugin = smtpd_compat.pytest_plugin" in declared
 
 
 def test_installed_distribution_has_the_entry_point():
@@ -206,7 +206,129 @@ def test_installed_distribution_has_the_entry_point():
     installed = Path(str(distribution.locate_file("smtpd_compat/__init__.py")))
     assert installed.resolve() == package_file
     points = [p for p in distribution.entry_points if p.group == "pytest11"]
-    assert [(p.name, p.value) for p in points] == [("smtpd_compat", PLUGIN)]
+    assert [(p.name, p.value) for p in points] == [(PLUGIN, PLUGIN)]
+
+
+CHECKING_THE_REGISTRATION = """
+    def test_plugin_registered_once_under_its_module_name(pytestconfig):
+        import smtpd_compat.pytest_plugin as plugin
+
+        manager = pytestconfig.pluginmanager
+        assert manager.get_plugin("smtpd_compat.pytest_plugin") is plugin
+        names = [name for name, value in manager.list_name_plugin() if value is plugin]
+        assert names == ["smtpd_compat.pytest_plugin"]
+
+    def test_fixture_works(smtpd_server):
+        assert smtpd_server.running
+"""
+
+
+def test_explicit_p_option_next_to_the_entry_point(pytester):
+    """``-p smtpd_compat.pytest_plugin`` must work where the entry point does too.
+
+    With the entry point named other than the module, pytest refused to start
+    ("Plugin already registered under a different name").
+    """
+    pytester.makepyfile(test_inner=textwrap.dedent(CHECKING_THE_REGISTRATION))
+    result = run_pytest(pytester, "-p", PLUGIN, in_child=True)
+    assert "already registered" not in str(result.stderr)
+    result.assert_outcomes(passed=2)
+
+
+MARKERS_TURNING_BOTH_ON = """
+    import pytest
+
+    pytestmark = pytest.mark.smtpd_server(decode_data=True)
+
+    def test_module_marker_alone(smtpd_server):
+        assert smtpd_server.server._decode_data is True
+        assert smtpd_server.server.enable_SMTPUTF8 is False
+
+    @pytest.mark.smtpd_server(enable_SMTPUTF8=True)
+    def test_test_marker_beats_module_marker(smtpd_server):
+        assert smtpd_server.server.enable_SMTPUTF8 is True
+        assert smtpd_server.server._decode_data is False
+
+    @pytest.mark.smtpd_server(enable_SMTPUTF8=True)
+    class TestSmtputf8:
+        def test_class_marker_beats_module_marker(self, smtpd_server):
+            assert smtpd_server.server.enable_SMTPUTF8 is True
+            assert smtpd_server.server._decode_data is False
+
+        @pytest.mark.smtpd_server(decode_data=True)
+        def test_test_marker_beats_class_marker(self, smtpd_server):
+            assert smtpd_server.server._decode_data is True
+            assert smtpd_server.server.enable_SMTPUTF8 is False
+
+    @pytest.mark.smtpd_server(decode_data=True, enable_SMTPUTF8=True)
+    def test_one_marker_with_both(smtpd_server):
+        pass
+
+    @pytest.mark.smtpd_server(enable_SMTPUTF8=True)
+    @pytest.mark.smtpd_server(data_size_limit=10, decode_data=True)
+    def test_two_markers_on_one_test(smtpd_server):
+        pass
+"""
+
+
+def test_markers_turning_on_decode_data_and_smtputf8(pytester):
+    pytester.makepyfile(test_inner=textwrap.dedent(MARKERS_TURNING_BOTH_ON))
+    result = run_pytest(pytester, "-v")
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            (
+                "*UsageError: smtpd_server fixture: decode_data and enable_SMTPUTF8 "
+                "cannot both be true; they are turned on both by "
+                "@pytest.mark.smtpd_server(decode_data=True, enable_SMTPUTF8=True) "
+                "on test_inner.py::test_one_marker_with_both"
+            ),
+            (
+                "*UsageError: smtpd_server fixture: decode_data and enable_SMTPUTF8 "
+                "cannot both be true; they are turned on decode_data by "
+                "@pytest.mark.smtpd_server(data_size_limit=10, decode_data=True) "
+                "on test_inner.py::test_two_markers_on_one_test and enable_SMTPUTF8 "
+                "by @pytest.mark.smtpd_server(enable_SMTPUTF8=True) "
+                "on test_inner.py::test_two_markers_on_one_test"
+            ),
+        ]
+    )
+    assert "ValueError" not in result.stdout.str()
+
+
+def test_ini_options_turning_both_on(pytester):
+    pytester.makeini(
+        """
+        [pytest]
+        smtpd_server_decode_data = true
+        smtpd_server_smtputf8 = true
+        """
+    )
+    pytester.makepyfile(
+        test_inner="""
+        import pytest
+
+        def test_both_from_the_ini_file(smtpd_server):
+            pass
+
+        @pytest.mark.smtpd_server(decode_data=True)
+        def test_marker_settles_it(smtpd_server):
+            assert smtpd_server.server._decode_data is True
+            assert smtpd_server.server.enable_SMTPUTF8 is False
+        """
+    )
+    result = run_pytest(pytester)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            (
+                "*UsageError: smtpd_server fixture: decode_data and enable_SMTPUTF8 "
+                "cannot both be true; they are turned on decode_data by the ini "
+                "option smtpd_server_decode_data and enable_SMTPUTF8 by the ini "
+                "option smtpd_server_smtputf8"
+            ),
+        ]
+    )
 
 
 def test_importing_the_package_does_not_import_pytest():

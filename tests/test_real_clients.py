@@ -9,16 +9,13 @@ import json
 import os
 import shutil
 import smtplib
-import socket
 import subprocess
-import sys
 import textwrap
-import time
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
-from conftest import TIMEOUT, subprocess_env
+from conftest import TIMEOUT, start_cli, subprocess_env
 
 CAPTURE_MODULE = """
     import json
@@ -47,15 +44,6 @@ ATTACHMENT = bytes(range(256)) * 40
 UTF8_TEXT = "Grüße, café, €, 📧"
 
 
-def free_port():
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-    finally:
-        probe.close()
-
-
 class CapturedServer:
     """The CLI server process and the directory it writes messages to."""
 
@@ -82,21 +70,6 @@ class CapturedServer:
         return envelope, data
 
 
-def wait_until_listening(port, process):
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                "server exited early: %s" % (process.communicate(timeout=TIMEOUT),)
-            )
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail("server did not start listening on port %d" % port)
-
-
 @pytest.fixture
 def cli_server(tmp_path):
     """Factory: ``cli_server(*options)`` -> a running CapturedServer."""
@@ -106,24 +79,12 @@ def cli_server(tmp_path):
     processes = []
 
     def start(*options):
-        port = free_port()
         env = subprocess_env(extra_paths=[str(tmp_path)])
         env["CAPTURE_DIR"] = str(outdir)
-        command = [
-            sys.executable,
-            "-m",
-            "smtpd_compat",
-            "-n",
-            "-c",
-            "capture.CaptureServer",
-            *options,
-            "127.0.0.1:%d" % port,
-        ]
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        process, port = start_cli(
+            ["-n", "-c", "capture.CaptureServer", *options], env=env
         )
         processes.append(process)
-        wait_until_listening(port, process)
         return CapturedServer(port, outdir)
 
     try:

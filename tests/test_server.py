@@ -1,12 +1,17 @@
 """SMTPServer construction, channel creation, module globals, DEBUGSTREAM."""
 
+import errno
 import io
+import os
 import re
+import select
 import smtplib
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
+import time
 import warnings
 from email.message import EmailMessage
 
@@ -21,6 +26,7 @@ from conftest import (
     pump,
     requires_ipv6,
     server_address,
+    subprocess_env,
     wait_for,
 )
 
@@ -157,6 +163,197 @@ def test_pure_proxy_rejects_smtputf8():
         smtpd_compat.PureProxy(
             ("127.0.0.1", 0), ("127.0.0.1", 25), map={}, enable_SMTPUTF8=True
         )
+
+
+# --- errors while accepting ------------------------------------------------------
+
+
+class AcceptTroubleServer(RecordingServer):
+    """accept() fails with ``errors`` first; records the calls and reports."""
+
+    errors = ()
+
+    def __init__(self, *args, **kwargs):
+        self.errors = list(self.errors)
+        self.accept_calls = []
+        self.logged = []
+        self.handled = []
+        RecordingServer.__init__(self, *args, **kwargs)
+
+    def accept(self):
+        self.accept_calls.append(time.monotonic())
+        if self.errors:
+            raise self.errors.pop(0)
+        return RecordingServer.accept(self)
+
+    def handle_error(self):
+        self.handled.append(sys.exc_info()[1])
+        RecordingServer.handle_error(self)
+
+    def log_info(self, message, type="info"):
+        self.logged.append((type, message))
+
+
+def os_error(code):
+    return OSError(code, os.strerror(code))
+
+
+@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
+@pytest.mark.parametrize(
+    "code", [errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM]
+)
+def test_out_of_resources_pauses_accepting(serve, connect, use_poll, code):
+    """No descriptor for a new connection: wait a little, then take it.
+
+    Asking again at once would fail again and spin; the client waits in
+    the backlog meanwhile and is served once accept() works again.
+    """
+
+    class Starved(AcceptTroubleServer):
+        errors = [os_error(code)]
+
+    server = serve(Starved, use_poll=use_poll)
+    client = connect(server)  # the greeting comes after the pause
+    assert client.greeting == GREETING
+    assert do_transaction(client) == OK
+    first, second = server.accept_calls[:2]
+    assert second - first >= 0.1
+    assert server.logged == [
+        ("warning", "cannot accept connections: %s" % os_error(code))
+    ]
+    assert server.handled == []
+    assert server.accepting and server._map[server._fileno] is server
+
+
+class FailingAccept(AcceptTroubleServer):
+    """accept() fails once with an error that is not about resources."""
+
+    errors = [os_error(errno.EPERM)]
+
+    def log_info(self, message, type="info"):
+        RecordingServer.log_info(self, message, type)  # asyncore's: print()
+
+
+def test_error_while_accepting_keeps_the_server_listening(serve, connect, capsys):
+    """asyncore's handle_error() closed the listener: 3.11 stopped for good."""
+    server = serve(FailingAccept)
+    first = socket.create_connection(server_address(server), timeout=TIMEOUT)
+    try:
+        assert wait_for(lambda: server.handled)
+    finally:
+        first.close()
+    assert [type(exc) for exc in server.handled] == [PermissionError]
+    client = connect(server)
+    assert client.greeting == GREETING
+    assert do_transaction(client) == OK
+    assert server.accepting and server._map[server._fileno] is server
+    report = capsys.readouterr().out
+    assert re.match(
+        r"error: uncaptured python exception, closing channel"
+        r" <test_server\.FailingAccept listening 127\.0\.0\.1:0 at 0x[0-9a-f]+>"
+        r" \(<class 'PermissionError'>:\[Errno %d\] %s \[[^]]+\](?: \[[^]]+\])*\)\n\Z"
+        % (errno.EPERM, re.escape(os.strerror(errno.EPERM))),
+        report,
+    ), report
+
+
+EMFILE_SERVER = textwrap.dedent(
+    """
+    import os, resource, sys
+    from smtpd_compat import SMTPServer, asyncore
+
+    class Server(SMTPServer):
+        def process_message(self, *args, **kwargs):
+            pass
+
+        def log_info(self, message, type="info"):
+            # asyncore leaves out warnings; this test wants to see them
+            print("%s: %s" % (type, message), flush=True)
+
+    server = Server(("127.0.0.1", 0), None)
+    # Room for a few connections only: accept() then fails with EMFILE.
+    highest = max(int(name) for name in os.listdir("/proc/self/fd"))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 4, hard))
+    print(server.socket.getsockname()[1], flush=True)
+    asyncore.loop(timeout=0.05, use_poll=True)
+    """
+)
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)"
+)
+def test_real_emfile_pauses_and_recovers(tmp_path):
+    """A server out of file descriptors keeps its clients waiting, not spinning."""
+    script = tmp_path / "emfile_server.py"
+    script.write_text(EMFILE_SERVER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=subprocess_env(),
+    )
+    clients = []
+    try:
+        assert select.select([proc.stdout], [], [], 4 * TIMEOUT)[0]
+        address = ("127.0.0.1", int(proc.stdout.readline()))
+        warning = b"warning: cannot accept connections: %s\n" % str(
+            os_error(errno.EMFILE)
+        ).encode("ascii")
+        # Connect until the server runs out: a client left without a greeting.
+        while True:
+            assert len(clients) < 20, "the server never ran out of descriptors"
+            client = socket.create_connection(address, timeout=TIMEOUT)
+            clients.append(client)
+            ready = select.select([client, proc.stdout], [], [], TIMEOUT)[0]
+            assert ready, "neither a greeting nor a warning"
+            if proc.stdout in ready:
+                assert proc.stdout.readline() == warning
+                break
+            assert client.recv(1024).startswith(b"220 ")
+        assert len(clients) >= 2
+        waiting = clients[-1]
+        out_since = time.monotonic()
+        clients.pop(0).close()  # frees a descriptor in the server
+        assert waiting.recv(1024).startswith(b"220 ")
+        elapsed = time.monotonic() - out_since
+    finally:
+        for client in clients:
+            client.close()
+        proc.kill()
+        out, err = proc.communicate(timeout=TIMEOUT)
+    assert err == b""
+    # Whatever else was said: the same warning, at most once per pause
+    # (0.1 s) - not a loop asking again and again.
+    assert set(out.splitlines(keepends=True)) <= {warning}
+    assert out.count(warning) <= elapsed / 0.1 + 2
+
+
+def test_plain_smtp_server_answers_451_then_raises(serve, connect, capsys):
+    """SMTPServer has no process_message(): the client is told, then asyncore
+    handles the NotImplementedError as in 3.11 (report, close)."""
+    server = serve(smtpd_compat.SMTPServer)
+    client = connect(server)
+    client.cmd("HELO x")
+    client.cmd("MAIL FROM:<a@b>")
+    client.cmd("RCPT TO:<c@d>")
+    assert client.cmd("DATA") == b"354 End data with <CR><LF>.<CR><LF>\r\n"
+    client.send(b"hello\r\n.\r\n")
+    assert client.read_until_eof() == (
+        b"451 Requested action aborted: local error in processing\r\n"
+    )
+    assert wait_for(lambda: len(server._map) == 1)
+    report = capsys.readouterr().out
+    assert re.match(
+        r"error: uncaptured python exception, closing channel"
+        r" <smtpd_compat\.SMTPChannel connected 127\.0\.0\.1:\d+ at 0x[0-9a-f]+>"
+        r" \(<class 'NotImplementedError'>: \[[^]]+\](?: \[[^]]+\])*\)\n\Z",
+        report,
+    ), report
+    other = connect(server)
+    assert other.cmd("NOOP") == OK
 
 
 # --- channels -------------------------------------------------------------------

@@ -7,15 +7,13 @@ library's smtpd must win, even when our smtpd.py comes first on sys.path.
 
 import os
 import smtplib
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 import warnings
 
 import pytest
-from conftest import TIMEOUT, subprocess_env
+from conftest import TIMEOUT, start_cli, subprocess_env
 
 import smtpd_compat
 
@@ -29,15 +27,6 @@ def import_smtpd():
         warnings.simplefilter("ignore", DeprecationWarning)
         import smtpd
     return smtpd
-
-
-def free_port():
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-    finally:
-        probe.close()
 
 
 def under(path, directory):
@@ -87,39 +76,12 @@ def test_standard_library_smtpd_wins_even_when_shim_comes_first():
     assert under(path, sysconfig.get_paths()["stdlib"])
 
 
-def wait_until_listening(port, process):
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail("server exited early: %s" % (process.communicate(),))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail("server did not start listening on port %d" % port)
-
-
 @only_new
 def test_python_m_smtpd_runs_the_command_line():
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "smtpd",
-            "-n",
-            "-c",
-            "DebuggingServer",
-            "127.0.0.1:%d" % port,
-        ],
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process, port = start_cli(
+        ["-n", "-c", "DebuggingServer"], module="smtpd", text=True
     )
     try:
-        wait_until_listening(port, process)
         with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
             client.sendmail(
                 "a@example.com",

@@ -4,7 +4,9 @@
 CPython's smtplib tests talk to servers built on smtpd (DebuggingServer
 and SMTPChannel subclasses).  Each release takes smtpd from a different
 place: 3.11 the deprecated standard library module, 3.12 ``test/smtpd.py``,
-3.13 ``test/support/smtpd.py``.  This script reads the running
+3.13 and later ``test/support/smtpd.py`` (the private spellings
+``test.support._smtpd`` and ``_asyncore``, which CPython's main branch used
+for a while, are accepted too).  This script reads the running
 interpreter's ``test/test_smtplib.py``, rewrites its smtpd and asyncore
 imports to use smtpd_compat (and smtpd_compat's asyncore, whose socket map
 the servers register in), imports that copy from a scratch directory and
@@ -45,12 +47,15 @@ BASELINE_MARKER = "BASELINE-JSON: "
 BASELINE_TIMEOUT = 600
 RUN_TIMEOUT = 900
 
-# The import lines of 3.11, 3.12 and 3.13, in that order within each tuple.
+# The import lines of 3.11, 3.12 and 3.13 (still those of CPython's main
+# branch), then the private spelling that main used in 2021-2022 (bpo-28533)
+# and may take up again, in that order in each tuple.
 REWRITES = [
     (
         (
             "asyncore = warnings_helper.import_deprecated('asyncore')",
             "from test.support import asyncore",
+            "from test.support import _asyncore as asyncore",
         ),
         "asyncore = __import__({module!r}, fromlist=['asyncore']).asyncore",
     ),
@@ -59,6 +64,7 @@ REWRITES = [
             "smtpd = warnings_helper.import_deprecated('smtpd')",
             "from . import smtpd",
             "from test.support import smtpd",
+            "from test.support import _smtpd as smtpd",
         ),
         "import {module} as smtpd",
     ),

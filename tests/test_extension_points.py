@@ -1,0 +1,400 @@
+"""What subclasses see: output timing, send(), hooks' arguments, asynchat.
+
+Legacy programs observe more than the wire: they override ``send()``,
+close the channel from a handler, block in one, look at the pieces handed
+to ``collect_incoming_data()``, and check ``isinstance(channel,
+asynchat.async_chat)``.  Each test here pins what Python 3.11's smtpd and
+asynchat did at one of those points.
+"""
+
+import smtplib
+import socket
+import ssl
+import sys
+import sysconfig
+import threading
+from unittest import mock
+
+import pytest
+import trustme
+from conftest import TIMEOUT, DummyServer, RecordingServer
+
+import smtpd_compat
+from smtpd_compat import asyncore
+
+# -- output leaves when pushed ---------------------------------------------
+
+
+class HandlerChannel(smtpd_compat.SMTPChannel):
+    """Custom verbs that do what legacy handlers do after a push."""
+
+    released = None  # threading.Event the client sets (see XWAIT)
+
+    def smtp_BYE(self, arg):
+        self.push("250 Ok")
+        self.close()
+
+    def smtp_STOPALL(self, arg):
+        self.push("250 Stopping")
+        asyncore.close_all(map=self._map)
+
+    def smtp_EXIT(self, arg):
+        self.push("250 Exiting")
+        raise asyncore.ExitNow()
+
+    def smtp_XWAIT(self, arg):
+        # Blocks until the client says it has the replies sent so far.
+        got_them = self.released.wait(TIMEOUT / 2)
+        self.push("250 waited" if got_them else "451 replies were held back")
+
+    def smtp_XPUSHWAIT(self, arg):
+        self.push("250 first")
+        got_it = self.released.wait(TIMEOUT / 2)
+        self.push("250 second" if got_it else "451 first was held back")
+
+
+class HandlerServer(RecordingServer):
+    channel_class = HandlerChannel
+
+
+def read_until_eof(sock):
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+@pytest.fixture
+def handler_server(serve):
+    server = serve(HandlerServer)
+    HandlerChannel.released = threading.Event()
+    yield server
+    HandlerChannel.released = None
+
+
+def test_reply_pushed_before_close_reaches_the_client(handler_server, connect):
+    client = connect(handler_server)
+    # NOOP's reply is produced while the read is processed; BYE pushes and
+    # closes at once.  Both must arrive, in order, before the end.
+    client.send(b"NOOP\r\nBYE\r\n")
+    assert read_until_eof(client.sock) == b"250 OK\r\n250 Ok\r\n"
+
+
+def test_reply_pushed_before_close_all_reaches_the_client(handler_server, connect):
+    client = connect(handler_server)
+    client.send(b"HELO x\r\nSTOPALL\r\n")
+    expected = b"250 %s\r\n250 Stopping\r\n" % socket.getfqdn().encode()
+    assert read_until_eof(client.sock) == expected
+    assert handler_server._map == {}
+
+
+def test_reply_pushed_before_exitnow_reaches_the_client(private_map):
+    server = HandlerServer(("127.0.0.1", 0), None, map=private_map)
+    outcome = []
+
+    def run_loop():
+        try:
+            asyncore.loop(timeout=0.05, map=private_map, count=int(TIMEOUT / 0.05))
+        except asyncore.ExitNow:
+            outcome.append("ExitNow")
+
+    loop = threading.Thread(target=run_loop, daemon=True)
+    loop.start()
+    with socket.create_connection(server.socket.getsockname(), TIMEOUT) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220 ")
+        sock.sendall(b"NOOP\r\nEXIT\r\n")
+        assert reader.readline() == b"250 OK\r\n"
+        assert reader.readline() == b"250 Exiting\r\n"
+    loop.join(TIMEOUT)
+    assert outcome == ["ExitNow"]
+
+
+def test_replies_queued_by_builtin_commands_leave_on_close(serve, connect):
+    class Channel(smtpd_compat.SMTPChannel):
+        # An override that is not a command: it runs while the replies to
+        # the same read are still being gathered.
+        def _getaddr(self, arg):
+            result = super()._getaddr(arg)
+            self.close()
+            return result
+
+    class Server(RecordingServer):
+        channel_class = Channel
+
+    client = connect(serve(Server))
+    client.send(b"HELO x\r\nNOOP\r\nMAIL FROM:<a@b>\r\n")
+    fqdn = socket.getfqdn().encode()
+    assert read_until_eof(client.sock) == b"250 %s\r\n250 OK\r\n" % fqdn
+
+
+def test_replies_leave_before_a_blocking_handler_runs(handler_server, connect):
+    client = connect(handler_server)
+    client.send(b"NOOP\r\nXWAIT\r\n")
+    assert client.read_reply() == b"250 OK\r\n"
+    HandlerChannel.released.set()
+    assert client.read_reply() == b"250 waited\r\n"
+
+
+def test_push_inside_a_handler_leaves_before_it_blocks(handler_server, connect):
+    client = connect(handler_server)
+    client.send(b"XPUSHWAIT\r\n")
+    assert client.read_reply() == b"250 first\r\n"
+    HandlerChannel.released.set()
+    assert client.read_reply() == b"250 second\r\n"
+
+
+def test_replies_leave_before_process_message_blocks(serve, connect):
+    released = threading.Event()
+
+    class SlowServer(RecordingServer):
+        def process_message(self, *args, **kwargs):
+            self.waited = released.wait(TIMEOUT / 2)
+            return super().process_message(*args, **kwargs)
+
+    server = serve(SlowServer)
+    client = connect(server)
+    client.send(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+    for _ in range(3):
+        client.read_reply()
+    assert client.read_reply() == b"354 End data with <CR><LF>.<CR><LF>\r\n"
+    client.send(b"body\r\n.\r\n")
+    released.set()
+    assert client.read_reply() == b"250 OK\r\n"
+    assert server.waited is True
+
+
+# -- every byte goes through send() -----------------------------------------
+
+
+class SendRecordingChannel(smtpd_compat.SMTPChannel):
+    def send(self, data):
+        self.smtp_server.sent.append(bytes(data))
+        return super().send(data)
+
+
+class SendRecordingServer(RecordingServer):
+    channel_class = SendRecordingChannel
+
+    def __init__(self, *args, **kwargs):
+        self.sent = []
+        super().__init__(*args, **kwargs)
+
+
+def test_send_override_sees_every_reply_one_push_at_a_time(serve, connect):
+    server = serve(SendRecordingServer)
+    client = connect(server)
+    ehlo = client.cmd("EHLO x")
+    client.send(b"NOOP\r\nNOOP\r\nRSET\r\n")
+    for _ in range(3):
+        client.read_reply()
+    fqdn = socket.getfqdn().encode()
+    assert server.sent == [
+        client.greeting,
+        b"250-%s\r\n" % fqdn,
+        b"250-SIZE 33554432\r\n",
+        b"250-8BITMIME\r\n",
+        b"250 HELP\r\n",
+        b"250 OK\r\n",
+        b"250 OK\r\n",
+        b"250 OK\r\n",
+    ]
+    assert b"".join(server.sent[1:5]) == ehlo
+
+
+def test_send_override_that_swallows_errors_keeps_serving(serve, connect):
+    class QuietChannel(smtpd_compat.SMTPChannel):
+        def send(self, data):
+            try:
+                return super().send(data)
+            except OSError:  # pragma: no cover - what legacy code wrote
+                return 0
+
+    class Server(RecordingServer):
+        channel_class = QuietChannel
+
+    server = serve(Server)
+    client = connect(server)
+    client.send(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+    replies = [client.read_reply() for _ in range(4)]
+    assert replies[1:] == [
+        b"250 OK\r\n",
+        b"250 OK\r\n",
+        b"354 End data with <CR><LF>.<CR><LF>\r\n",
+    ]
+    client.send(b"hi\r\n.\r\n")
+    assert client.read_reply() == b"250 OK\r\n"
+    assert server.deliveries[0].data == b"hi"
+
+
+class TLSWrappingServer(RecordingServer):
+    """Wraps each accepted socket in TLS itself, as legacy SMTPS sinks did."""
+
+    context = None
+
+    def handle_accepted(self, conn, addr):
+        conn.settimeout(TIMEOUT)
+        tls_conn = self.context.wrap_socket(conn, server_side=True)
+        self.channel_class(self, tls_conn, addr, map=self._map)
+
+
+def test_channel_on_a_tls_socket_wrapped_by_the_server(serve):
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    TLSWrappingServer.context = server_context
+    server = serve(TLSWrappingServer)
+    host, port = server.socket.getsockname()
+    with smtplib.SMTP_SSL(host, port, context=client_context, timeout=TIMEOUT) as smtp:
+        code, _ = smtp.ehlo("client.example")  # four reply lines, four sends
+        assert code == 250
+        assert smtp.has_extn("8bitmime")
+        refused = smtp.sendmail("a@b", ["c@d", "e@f"], b"Subject: tls\r\n\r\nhi\r\n")
+        assert refused == {}
+        assert smtp.noop() == (250, b"OK")
+    assert [d.rcpttos for d in server.deliveries] == [["c@d", "e@f"]]
+    assert server.deliveries[0].data == b"Subject: tls\n\nhi"
+
+
+# -- what the input hooks are given ------------------------------------------
+
+
+class CollectingChannel(smtpd_compat.SMTPChannel):
+    def collect_incoming_data(self, data):
+        self.smtp_server.pieces.append(bytes(data))
+        super().collect_incoming_data(data)
+
+    def found_terminator(self):
+        self.smtp_server.lines_seen.append(list(self.received_lines))
+        super().found_terminator()
+
+
+class CollectingServer(RecordingServer):
+    channel_class = CollectingChannel
+
+    def __init__(self, *args, **kwargs):
+        self.pieces = []
+        self.lines_seen = []
+        super().__init__(*args, **kwargs)
+
+
+def test_message_pieces_are_what_python_gave(serve, connect):
+    server = serve(CollectingServer)
+    client = connect(server)
+    client.cmd("HELO x")
+    client.cmd("MAIL FROM:<a@b>")
+    client.cmd("RCPT TO:<c@d>")
+    assert client.cmd("DATA").startswith(b"354")
+    del server.pieces[:], server.lines_seen[:]
+    client.send(b"Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\n")
+    assert client.read_reply() == b"250 OK\r\n"
+    # No CRLF of the DATA line in front, and received_lines is a list of
+    # the pieces, as Python's smtpd kept it.
+    assert server.pieces == [b"Subject: x\r\n\r\n..dot\r\nbody"]
+    assert server.lines_seen == [[b"Subject: x\r\n\r\n..dot\r\nbody"]]
+    assert server.deliveries[0].data == b"Subject: x\n\n.dot\nbody"
+
+
+def test_empty_message_ends_at_the_dot(serve, connect):
+    server = serve(CollectingServer)
+    client = connect(server)
+    client.cmd("HELO x")
+    client.cmd("MAIL FROM:<a@b>")
+    client.cmd("RCPT TO:<c@d>")
+    client.cmd("DATA")
+    del server.pieces[:]
+    assert client.cmd(".") == b"250 OK\r\n"
+    assert server.pieces == []
+    assert server.deliveries[0].data == b""
+
+
+def test_handler_error_is_logged_in_asyncores_words(serve, connect):
+    logged = []
+
+    class FailingChannel(smtpd_compat.SMTPChannel):
+        def smtp_FAIL(self, arg):
+            raise ValueError("boom")
+
+        def log_info(self, message, type="info"):
+            logged.append((type, message))
+
+    class Server(RecordingServer):
+        channel_class = FailingChannel
+
+    server = serve(Server)
+    client = connect(server)
+    reply = client.cmd("FAIL")
+    assert reply == b"451 Requested action aborted: local error in processing\r\n"
+    assert client.cmd("NOOP") == b"250 OK\r\n"
+    [(kind, message)] = logged
+    assert kind == "error"
+    prefix = "uncaptured python exception, closing channel <"
+    assert message.startswith(prefix), message
+    assert " (<class 'ValueError'>:boom [" in message
+
+
+def test_log_line_survives_a_broken_repr(private_map, sockpair):
+    logged = []
+
+    class BrokenRepr(smtpd_compat.SMTPChannel):
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+        def log_info(self, message, type="info"):
+            logged.append(message)
+
+    channel = BrokenRepr(DummyServer(), sockpair[0], ("127.0.0.1", 1), map=private_map)
+    try:
+        raise KeyError("k")
+    except KeyError:
+        channel.handle_error()
+    expected = "<__repr__(self) failed for object at %0x>" % id(channel)
+    assert logged[0].startswith(
+        "uncaptured python exception, closing channel %s (" % expected
+    )
+
+
+# -- one asynchat ------------------------------------------------------------
+
+
+def test_channels_are_asynchat_async_chat_instances(sockpair, private_map):
+    import asynchat
+
+    channel = smtpd_compat.SMTPChannel(
+        DummyServer(), sockpair[0], ("127.0.0.1", 1), map=private_map
+    )
+    assert isinstance(channel, asynchat.async_chat)
+    assert isinstance(channel, smtpd_compat.asynchat.async_chat)
+
+
+def test_one_async_chat_to_patch(sockpair, private_map):
+    import asynchat
+
+    if sys.version_info < (3, 12):
+        # The standard library's asynchat stays; ours derives from it.
+        assert asynchat is not smtpd_compat.asynchat
+        assert asynchat.__file__.startswith(sysconfig.get_paths()["stdlib"])
+        return
+    assert asynchat is smtpd_compat.asynchat
+    original = asynchat.async_chat.push
+    with mock.patch("asynchat.async_chat.push", autospec=True) as push:
+        push.side_effect = original
+        smtpd_compat.SMTPChannel(
+            DummyServer(), sockpair[0], ("127.0.0.1", 1), map=private_map
+        )
+    [call] = push.call_args_list
+    assert call.args[1].startswith(b"220 ")
+    assert sockpair[1].recv(100) == call.args[1]
+
+
+def test_push_refuses_text_with_pythons_message(sockpair, private_map):
+    channel = smtpd_compat.SMTPChannel(
+        DummyServer(), sockpair[0], ("127.0.0.1", 1), map=private_map
+    )
+    with pytest.raises(TypeError) as caught:
+        smtpd_compat.asynchat.async_chat.push(channel, "text")
+    assert caught.value.args == ("data argument must be byte-ish (%r)", str)
