@@ -16,10 +16,9 @@ tell:
 
 * Input is scanned in place: a read that holds many lines is cut with one
   search per line instead of re-copying the rest of the buffer each time.
-* A channel that keeps the output path of this module and of
-  ``smtpd_compat.SMTPChannel`` as it is (``send``, ``initiate_send``,
-  ``handle_write``, ``push``, ``collect_incoming_data`` and
-  ``found_terminator`` not overridden) sends the replies to one read
+* An ``smtpd_compat.SMTPChannel`` whose class overrides none of its
+  methods but ``smtp_*`` commands (and whose instance replaces none of
+  the output and input hooks) sends the replies to one read
   together, in one ``sendmsg()`` where the socket is a plain socket.  Any
   code of the user's (a command of its own, ``process_message()``) runs
   after what was queued has been sent, and its own pushes leave at once;
