@@ -365,7 +365,11 @@ class SMTPChannel(async_chat):
     _reply_in_utf8 = False
 
     def handle_read(self) -> None:
-        self._last_activity = time.monotonic()
+        # Input read only to be dropped (after QUIT or the idle notice) is
+        # not activity: a client that sends but never reads would otherwise
+        # hold its connection forever.
+        if not self._input_closed:
+            self._last_activity = time.monotonic()
         async_chat.handle_read(self)
 
     def __close_if_idle(self, now: float, timeout: float | None) -> None:

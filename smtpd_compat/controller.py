@@ -53,6 +53,9 @@ ServerFactory = Callable[[Tuple[str, int], Dict[int, Any]], S]
 
 # Where to connect to reach a server bound to a wildcard address.
 _WILDCARD_TO_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+# What a probe raises when it runs out of time (socket.timeout is not a
+# TimeoutError before Python 3.10).
+_TIMEOUTS = (socket.timeout, TimeoutError)
 # Longest greeting line read while checking that the server answers.
 _MAX_GREETING = 4096
 
@@ -359,7 +362,10 @@ class Controller(Generic[S]):
                 self._probe(remaining)
                 return
             except OSError as exc:
-                cause = exc
+                # A refusal or hang-up says more than a probe that ran out
+                # of the time left: keep it as the cause.
+                if cause is None or not isinstance(exc, _TIMEOUTS):
+                    cause = exc
                 time.sleep(min(0.01, max(remaining, 0)))
         raise ControllerError(
             f"{self!r} did not answer within {self.ready_timeout} s"

@@ -5,6 +5,7 @@ import os
 import smtplib
 import socket
 import threading
+import time
 
 import pytest
 from conftest import TIMEOUT, PeerClosed, RawClient, do_transaction, wait_for
@@ -428,8 +429,27 @@ def test_server_hanging_up_at_once_fails_start(leak_check):
             conn.close()
 
     with pytest.raises(ControllerError) as info:
-        Controller(HangUpServer, ready_timeout=0.3).start()
+        Controller(HangUpServer, ready_timeout=1.0).start()
     assert isinstance(info.value.__cause__, ConnectionError)
+
+
+def test_a_hang_up_stays_the_cause_when_a_later_probe_times_out(
+    leak_check, monkeypatch
+):
+    """The last probe may run out of the little time left; the cause stays."""
+    outcomes = iter([ConnectionResetError("hung up"), socket.timeout("timed out")])
+
+    def probe(self, timeout):
+        error = next(outcomes, None)
+        if error is None:
+            time.sleep(timeout)
+            raise socket.timeout("timed out")
+        raise error
+
+    monkeypatch.setattr(Controller, "_probe", probe)
+    with pytest.raises(ControllerError) as info:
+        Controller(RecordingServer, ready_timeout=0.3).start()
+    assert isinstance(info.value.__cause__, ConnectionResetError)
 
 
 def test_exit_now_from_a_handler_is_a_clean_stop(leak_check):

@@ -20,6 +20,7 @@ import time
 import pytest
 from conftest import FQDN, TIMEOUT, wait_for
 from robustness_support import (
+    WatchedChannel,
     WatchedServer,
     assert_no_unexpected_errors,
     check_fresh_delivery,
@@ -188,6 +189,52 @@ def test_client_that_never_reads_is_closed(idle_server):
     assert wait_for(lambda: len(server._map) == 1)
     assert_no_unexpected_errors(server)
     check_fresh_delivery(server)
+
+
+class NeverDrainedChannel(WatchedChannel):
+    """A channel whose peer seemingly never reads: nothing it queues leaves.
+
+    Sending an empty piece still reports a connection that the server has
+    shut down (EPIPE), so the channel sees its end as a real one would.
+    """
+
+    def send(self, data):
+        return WatchedChannel.send(self, b"")
+
+
+class NeverDrainedServer(WatchedServer):
+    channel_class = NeverDrainedChannel
+
+
+def test_input_dropped_after_the_notice_is_not_activity(serve):
+    """A client that only sends, once noticed as idle, is cut off anyway.
+
+    After the 421 is queued, what the client sends is read and dropped;
+    counting those reads as activity kept such a connection open forever.
+    """
+    server = serve(NeverDrainedServer, idle_timeout=SHORT)
+    sock = socket.create_connection(server.socket.getsockname()[:2], timeout=TIMEOUT)
+    try:
+        assert wait_for(lambda: len(server._map) == 2)
+        (channel,) = [d for d in list(server._map.values()) if d is not server]
+        assert wait_for(lambda: channel._idle_notice_sent, timeout=10 * SHORT)
+        noticed = time.monotonic()
+        ended = None
+        while time.monotonic() < noticed + 10 * SHORT:
+            try:
+                sock.sendall(b"NOOP\r\n")
+            except OSError:  # reset: the server has closed it
+                ended = time.monotonic()
+                break
+            if len(server._map) == 1:
+                ended = time.monotonic()
+                break
+            time.sleep(SHORT / 10)
+    finally:
+        sock.close()
+    assert ended is not None, "the connection was kept while the client sent"
+    assert ended - noticed < LATE
+    assert_no_unexpected_errors(server)
 
 
 def test_no_timeout_by_default(serve):
