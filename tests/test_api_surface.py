@@ -27,12 +27,11 @@ pyenv 3.10 for MailmanProxy).  When none is found the test fails: without it
 nothing is checked.
 """
 
-import glob
 import json
-import os
 import subprocess
 
 import pytest
+import reference_pythons
 
 import smtpd_compat
 import smtpd_compat.asynchat
@@ -249,42 +248,14 @@ ALLOWED_EXTRA_PARAMETERS = {
 }
 
 
-def _newest_pyenv_python(minor):
-    """The newest pyenv-installed CPython 3.<minor>.x, or None."""
-    roots = []
-    if os.environ.get("PYENV_ROOT"):
-        roots.append(os.environ["PYENV_ROOT"])
-    try:
-        found = subprocess.run(
-            ["pyenv", "root"], check=False, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    else:
-        if found.returncode == 0 and found.stdout.strip():
-            roots.append(found.stdout.strip())
-    roots.append(os.path.expanduser("~/.pyenv"))
-    candidates = []
-    for root in roots:
-        for path in glob.glob(os.path.join(root, "versions", "3.%d.*" % minor)):
-            python = os.path.join(path, "bin", "python")
-            release = os.path.basename(path)[len("3.%d." % minor) :]
-            if release.isdigit() and os.access(python, os.X_OK):
-                candidates.append((int(release), python))
-    return max(candidates)[1] if candidates else None
-
-
 def reference_python(minor):
     """The interpreter whose standard library is the reference (3.<minor>)."""
-    variable = "SMTPD_COMPAT_REFERENCE_PYTHON" + (
-        "" if minor == 11 else "_3_%d" % minor
-    )
-    python = os.environ.get(variable) or _newest_pyenv_python(minor)
+    python = reference_pythons.reference_python(minor)
     if not python:
         pytest.fail(
             "no Python 3.%d found to describe the reference smtpd: set %s to a"
             " CPython 3.%d interpreter, or install one with pyenv"
-            % (minor, variable, minor)
+            % (minor, reference_pythons.INTERPRETER_VARIABLES[minor], minor)
         )
     return python
 

@@ -10,11 +10,9 @@ Python 3.10's MailmanProxy used - ``Utils.list_exists()``,
 recipients relayed and the DEBUGSTREAM text.
 """
 
-import glob
 import importlib
 import io
 import json
-import os
 import smtplib
 import socket
 import subprocess
@@ -23,6 +21,7 @@ import textwrap
 import time
 
 import pytest
+import reference_pythons
 from conftest import TIMEOUT, RecordingServer, server_address, subprocess_env
 
 import smtpd_compat
@@ -669,23 +668,9 @@ for _case in REFERENCE_CASES:
     _case.setdefault("mailfrom", "sender@example.com")
 
 
-def _newest_pyenv_python(minor):
-    roots = [os.environ.get("PYENV_ROOT") or "", os.path.expanduser("~/.pyenv")]
-    found = []
-    for root in filter(None, roots):
-        for path in glob.glob(os.path.join(root, "versions", "3.%d.*" % minor)):
-            release = os.path.basename(path).split(".")[2]
-            python = os.path.join(path, "bin", "python")
-            if release.isdigit() and os.access(python, os.X_OK):
-                found.append((int(release), python))
-    return max(found)[1] if found else None
-
-
 def reference_python_3_10():
     """CPython 3.10: $SMTPD_COMPAT_REFERENCE_PYTHON_3_10 or the newest pyenv one."""
-    python = os.environ.get(
-        "SMTPD_COMPAT_REFERENCE_PYTHON_3_10"
-    ) or _newest_pyenv_python(10)
+    python = reference_pythons.reference_python(10)
     if not python:
         pytest.fail("no CPython 3.10 found: set SMTPD_COMPAT_REFERENCE_PYTHON_3_10")
     return python

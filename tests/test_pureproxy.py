@@ -10,10 +10,8 @@ DEBUGSTREAM text and what the upstream server received.
 """
 
 import asyncio
-import glob
 import io
 import json
-import os
 import smtplib
 import socket
 import subprocess
@@ -21,6 +19,7 @@ import sys
 import threading
 
 import pytest
+import reference_pythons
 from conftest import (
     TIMEOUT,
     RecordingServer,
@@ -702,21 +701,9 @@ REFERENCE_CASES = [
 ]
 
 
-def _newest_pyenv_python(minor):
-    roots = [os.environ.get("PYENV_ROOT") or "", os.path.expanduser("~/.pyenv")]
-    found = []
-    for root in filter(None, roots):
-        for path in glob.glob(os.path.join(root, "versions", "3.%d.*" % minor)):
-            release = os.path.basename(path).split(".")[2]
-            python = os.path.join(path, "bin", "python")
-            if release.isdigit() and os.access(python, os.X_OK):
-                found.append((int(release), python))
-    return max(found)[1] if found else None
-
-
 def reference_python():
     """CPython 3.11: $SMTPD_COMPAT_REFERENCE_PYTHON or the newest pyenv one."""
-    python = os.environ.get("SMTPD_COMPAT_REFERENCE_PYTHON") or _newest_pyenv_python(11)
+    python = reference_pythons.reference_python(11)
     if not python:
         pytest.fail("no CPython 3.11 found: set SMTPD_COMPAT_REFERENCE_PYTHON")
     return python

@@ -15,14 +15,14 @@ problems.  The final line printed is always::
 """
 
 import argparse
-import glob
 import os
-import re
-import shutil
-import subprocess
 import sys
 
 from _harness import ConformanceSetupError, rewrite_lines, run_adapted
+
+# tests/, for the lookup of the reference interpreters shared by all tests.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from reference_pythons import reference_stdlib_file, where_to_look
 
 ENV_OVERRIDE = "SMTPD_COMPAT_CPYTHON_TESTS"
 UPSTREAM_NAME = "test_smtpd.py"
@@ -42,35 +42,6 @@ REWRITES = [
 ]
 
 
-def _pyenv_root():
-    """Best guess at the pyenv root: `pyenv root`, $PYENV_ROOT, ~/.pyenv."""
-    exe = shutil.which("pyenv")
-    if exe:
-        try:
-            out = subprocess.run(
-                [exe, "root"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-                timeout=30,
-                check=True,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        if out:
-            return out
-    env_root = os.environ.get("PYENV_ROOT")
-    if env_root:
-        return env_root
-    return os.path.join(os.path.expanduser("~"), ".pyenv")
-
-
-def _version_key(path):
-    """Sort key: numeric parts of the pyenv version directory name."""
-    version_dir = path.split(os.sep + "versions" + os.sep, 1)[-1].split(os.sep, 1)[0]
-    return [int(part) for part in re.findall(r"\d+", version_dir)]
-
-
 def find_upstream_tests():
     """Return the path of CPython 3.11's test_smtpd.py or raise."""
     override = os.environ.get(ENV_OVERRIDE)
@@ -84,17 +55,14 @@ def find_upstream_tests():
             )
         return candidate
 
-    root = _pyenv_root()
-    pattern = os.path.join(
-        root, "versions", "3.11*", "lib", "python3.11", "test", UPSTREAM_NAME
-    )
-    hits = sorted(glob.glob(pattern), key=_version_key)
-    if not hits:
+    found = reference_stdlib_file(11, "test", UPSTREAM_NAME)
+    if found is None:
         raise ConformanceSetupError(
-            f"could not find CPython 3.11's {UPSTREAM_NAME} (looked for {pattern}); install "
-            f"Python 3.11 with pyenv or set {ENV_OVERRIDE} to the file"
+            f"could not find CPython 3.11's {UPSTREAM_NAME} (looked in "
+            f"{where_to_look(11)}); install Python 3.11 with pyenv or set "
+            f"{ENV_OVERRIDE} to the file"
         )
-    return hits[-1]
+    return found
 
 
 def main(argv=None):

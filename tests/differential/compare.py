@@ -26,13 +26,19 @@ Standard library only.
 
 import argparse
 import ast
-import glob
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
+
+# tests/, for the lookup of the reference interpreters shared by all tests.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from reference_pythons import (
+    reference_python,
+    reference_stdlib_file,
+    where_to_look,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECORDER = os.path.join(HERE, "recorder.py")
@@ -49,37 +55,6 @@ class ReferenceNotFound(Exception):
     """The CPython 3.11 interpreter (or 3.10's smtpd.py) is not there."""
 
 
-def pyenv_root():
-    """`pyenv root`, else $PYENV_ROOT, else ~/.pyenv."""
-    exe = shutil.which("pyenv")
-    if exe:
-        try:
-            out = subprocess.run(
-                [exe, "root"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-                timeout=30,
-                check=True,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        if out:
-            return out
-    return os.environ.get("PYENV_ROOT") or os.path.join(
-        os.path.expanduser("~"), ".pyenv"
-    )
-
-
-def _newest(pattern):
-    def key(path):
-        version = path.split(os.sep + "versions" + os.sep, 1)[-1].split(os.sep, 1)[0]
-        return [int(part) for part in re.findall(r"\d+", version)]
-
-    found = sorted(glob.glob(pattern), key=key)
-    return found[-1] if found else None
-
-
 def find_reference_python():
     """The CPython 3.11 interpreter whose smtpd is the reference."""
     override = os.environ.get(REFERENCE_ENV)
@@ -89,13 +64,12 @@ def find_reference_python():
                 "%s=%s is not an executable" % (REFERENCE_ENV, override)
             )
         return override
-    root = pyenv_root()
-    found = _newest(os.path.join(root, "versions", "3.11.*", "bin", "python3.11"))
+    found = reference_python(11)
     if found is None:
         raise ReferenceNotFound(
             "no CPython 3.11 found: set %s to a Python 3.11 interpreter (its "
             "smtpd, asynchat and asyncore are the reference), or install one "
-            "with pyenv (looked in %s/versions/3.11.*)" % (REFERENCE_ENV, root)
+            "with pyenv (looked in %s)" % (REFERENCE_ENV, where_to_look(11))
         )
     return found
 
@@ -107,15 +81,12 @@ def find_mailman_reference():
         if not os.path.isfile(override):
             raise ReferenceNotFound("%s=%s is not a file" % (MAILMAN_ENV, override))
         return override
-    root = pyenv_root()
-    found = _newest(
-        os.path.join(root, "versions", "3.10.*", "lib", "python3.10", "smtpd.py")
-    )
+    found = reference_stdlib_file(10, "smtpd.py")
     if found is None:
         raise ReferenceNotFound(
             "no Python 3.10 smtpd.py found (MailmanProxy's reference): set %s "
             "to its path, or install CPython 3.10 with pyenv (looked in "
-            "%s/versions/3.10.*)" % (MAILMAN_ENV, root)
+            "%s)" % (MAILMAN_ENV, where_to_look(10))
         )
     return found
 
