@@ -447,15 +447,24 @@ class SMTPChannel(async_chat):
             # found_terminator())
             self.received_lines.append(data.decode("utf-8", "surrogateescape"))
         elif self.smtp_state == self.DATA and self._ac_batching():
-            # A message grows in one buffer, so that it is never held as
-            # pieces and as a whole at the same time.  (Only where no
-            # subclass hook can look at received_lines meanwhile: they
-            # see the list of pieces Python's smtpd kept.)
+            # A message is unstuffed as it arrives (_protocol.Unstuffer),
+            # while each piece is fresh, so that its end costs one copy.
+            # Only where no subclass hook can look at received_lines
+            # meanwhile: they see the list of pieces Python's smtpd kept.
+            # With DEBUGSTREAM in use the message is kept as sent, in one
+            # growing buffer, for the "Data:" line.
             lines = self.received_lines
-            if lines:
-                lines[-1] += data
+            if not lines:
+                if _debugging():
+                    lines.append(bytearray(data))
+                else:
+                    unstuffer = _protocol.Unstuffer()
+                    unstuffer.feed(data)
+                    lines.append(unstuffer)
+            elif isinstance(lines[-1], _protocol.Unstuffer):
+                lines[-1].feed(data)
             else:
-                lines.append(bytearray(data))
+                lines[-1] += data
         else:
             self.received_lines.append(data)
 
@@ -465,6 +474,9 @@ class SMTPChannel(async_chat):
         if _debugging():
             print("Data:", repr(self.__decoded_for_debug(line)), file=DEBUGSTREAM)
         if self.smtp_state == self.COMMAND:
+            if isinstance(line, _protocol.Unstuffer):
+                # the state was changed in the middle of a message
+                line = line.finish()
             self.__handle_command_line(line)
         elif self.smtp_state == self.DATA:
             self.__handle_message(line)
@@ -472,7 +484,7 @@ class SMTPChannel(async_chat):
             self.push("451 Internal confusion")
             self.num_bytes = 0
 
-    def __take_received(self) -> bytes | bytearray:
+    def __take_received(self) -> bytes | bytearray | _protocol.Unstuffer:
         """Everything collected since the last terminator, in one piece."""
         chunks = self.received_lines
         self.received_lines = []
@@ -480,9 +492,18 @@ class SMTPChannel(async_chat):
             return "".join(chunks).encode("utf-8", "surrogateescape")
         if len(chunks) == 1:
             return chunks[0]  # no copy: a message's buffer, or a short line
+        if chunks and isinstance(chunks[0], _protocol.Unstuffer):
+            # batching stopped in the middle of the message
+            for chunk in chunks[1:]:
+                chunks[0].feed(bytes(chunk))
+            return chunks[0]
         return b"".join(chunks)
 
-    def __decoded_for_debug(self, line: bytes | bytearray) -> Any:
+    def __decoded_for_debug(self, line: Any) -> Any:
+        if isinstance(line, _protocol.Unstuffer):
+            # DEBUGSTREAM came into use in the middle of this message: the
+            # form it was sent in is gone, so it is shown unstuffed.
+            return line.so_far()
         if isinstance(line, bytearray):
             return bytes(line)
         if self._decode_data:
@@ -536,10 +557,16 @@ class SMTPChannel(async_chat):
         factory = limits.default_factory
         return factory() if factory is not None else limits[command]
 
-    def __handle_message(self, raw: bytes | bytearray) -> None:
+    def __handle_message(self, raw: bytes | bytearray | _protocol.Unstuffer) -> None:
         if self.data_size_limit and self.num_bytes > self.data_size_limit:
             self._set_post_data_state()
             self.push("552 Error: Too much mail data")
+            return
+        if isinstance(raw, _protocol.Unstuffer):
+            self.received_data = raw.finish()
+            self.__deliver(
+                {"mail_options": self.mail_options, "rcpt_options": self.rcpt_options}
+            )
             return
         content: Any = raw
         if self._decode_data:

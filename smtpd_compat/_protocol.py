@@ -14,6 +14,7 @@ from typing import Any, AnyStr, overload
 __all__ = [
     "AddressError",
     "SpecError",
+    "Unstuffer",
     "has_control_characters",
     "parse_hostport",
     "parse_params",
@@ -252,6 +253,90 @@ def _unstuff_buffer(buffer: bytearray) -> bytes:
     data = bytes(joined)
     joined.clear()
     return data
+
+
+# A CR followed by something other than LF (Unstuffer looks at a CR at the
+# end of a piece itself).
+_CR_NOT_ENDING_LINE = re.compile(rb"\r[^\n]")
+# Pieces shorter than this are gathered into one bytearray instead of being
+# kept one by one: a client that sends a byte per segment must not cost an
+# object per byte.
+_SMALL_PIECE = 4096
+
+
+class Unstuffer:
+    """``unstuff()`` for bytes that arrive piece by piece.
+
+    ``feed()`` takes the message as sent, cut anywhere (a ``CRLF .`` or a
+    CRLF pair may be split between two pieces), and unstuffs each piece
+    while it is fresh in the cache; ``finish()`` returns what ``unstuff()``
+    would have returned for all the pieces put together, at the cost of
+    one copy.
+
+    Both steps of unstuffing look at most two bytes back and one ahead: a
+    dot goes when the two bytes before it are CRLF (or it starts the
+    message), and a CR goes when an LF follows it.  So a piece only needs
+    to know whether the input so far ended with CRLF, and a CR at its end
+    is kept back until the next byte tells what it is.
+    """
+
+    __slots__ = ("_held_cr", "_line_start", "_pieces")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes | bytearray] = []
+        self._line_start = True  # the input so far ended with CRLF (or is empty)
+        self._held_cr = False  # the input so far ended with a CR, not yet output
+
+    def feed(self, raw: bytes) -> None:
+        """Unstuff the next piece of the message (CRLF line ends, stuffed)."""
+        if not raw:
+            return
+        if self._held_cr:
+            raw = b"\r" + raw
+            self._held_cr = False
+        elif self._line_start and raw[:1] == b".":
+            raw = raw[1:]
+            if not raw:
+                self._line_start = False
+                return
+        self._line_start = raw.endswith(b"\r\n")
+        if raw.endswith(b"\r"):
+            self._held_cr = True
+            raw = raw[:-1]
+        # rfind() finds nothing faster than replace() or `in` do.
+        if raw.rfind(b"\r\n.") >= 0:
+            raw = raw.replace(b"\r\n.", b"\r\n")
+        if _CR_NOT_ENDING_LINE.search(raw) is None and not raw.endswith(b"\r"):
+            # Every CR ends a line: deleting them all is the same as
+            # replacing CRLF pairs, and several times faster.
+            raw = raw.replace(b"\r", b"")
+        else:
+            raw = raw.replace(b"\r\n", b"\n")
+        pieces = self._pieces
+        if not pieces or len(raw) >= _SMALL_PIECE:
+            pieces.append(raw)  # (a message in one piece is not copied again)
+        elif isinstance(pieces[-1], bytearray):
+            pieces[-1] += raw
+        else:
+            pieces.append(bytearray(raw))
+
+    def so_far(self) -> bytes:
+        """What finish() would return now, without starting over."""
+        pieces = self._pieces
+        return b"".join([*pieces, b"\r"] if self._held_cr else pieces)
+
+    def finish(self) -> bytes:
+        """The message unstuffed, with LF line ends; starts over afterwards."""
+        pieces = self._pieces
+        if self._held_cr:
+            pieces.append(b"\r")  # the message ended with a bare CR
+        data = pieces[0] if len(pieces) == 1 and type(pieces[0]) is bytes else None
+        if data is None:
+            data = b"".join(pieces)
+        self._pieces = []
+        self._line_start = True
+        self._held_cr = False
+        return data
 
 
 # What RFC 5321 (4.2) does not allow in the text of a reply: control
