@@ -186,7 +186,11 @@ class async_chat(_Base):  # type: ignore[valid-type,misc]
         elif isinstance(term, int) and term < 0:
             raise ValueError("the number of received bytes must be positive")
         self.terminator = term  # type: ignore[assignment]
-        self._initial_terminator = None
+        if self._initial_terminator is not None:
+            # Only when set: an idle channel keeps the class default, so
+            # that its attributes stay few enough for CPython to share the
+            # dictionary keys of all channels (memory per connection).
+            self._initial_terminator = None
 
     def get_terminator(self) -> Terminator:
         return self.terminator

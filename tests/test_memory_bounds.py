@@ -25,6 +25,8 @@ import pytest
 from conftest import TIMEOUT, subprocess_env
 from robustness_support import read_until_closed
 
+import smtpd_compat
+
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/proc/self/status"), reason="needs /proc/<pid>/status (Linux)"
 )
@@ -344,3 +346,33 @@ def test_pipelined_commands_never_read(memory_server, megabytes, kernel_buffers)
         bound,
     )
     assert peak < bound
+
+
+def test_idle_channels_share_their_attribute_keys():
+    """A fresh channel's attribute dict is a key-sharing one, as 3.11's was.
+
+    CPython stores the attribute names of instances of one class once, as
+    long as each instance sets the same attributes in the same order and
+    not too many of them; an idle connection then costs about half the
+    memory (README, "RSS per idle connection").  One extra attribute set
+    at construction is enough to lose that, silently.
+    """
+    server = smtpd_compat.SMTPServer(("127.0.0.1", 0), None, map={})
+    clients = []
+    try:
+        sizes = []
+        for _ in range(3):
+            client = socket.create_connection(server.socket.getsockname(), timeout=5)
+            clients.append(client)
+            conn, addr = server.socket.accept()
+            channel = smtpd_compat.SMTPChannel(server, conn, addr, map={})
+            attributes = vars(channel)
+            # the same items in a dict of its own: no key sharing
+            sizes.append((sys.getsizeof(attributes), sys.getsizeof(dict(attributes))))
+            channel.close()
+        for shared, unshared in sizes:
+            assert shared < unshared
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
