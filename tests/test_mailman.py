@@ -388,6 +388,9 @@ class Recorder(smtpd_compat.MailmanProxy):
     ],
 )
 def test_deliver_call_and_debugstream(mailman, monkeypatch, rcpttos, forwarded, debug):
+    # A copy: process_message() empties the list, and the parameter is
+    # shared by every run of the test in one process (mutmut runs it again).
+    rcpttos = list(rcpttos)
     proxy = Recorder(("127.0.0.1", 0), ("127.0.0.1", 9), map={}, decode_data=True)
     stream = io.StringIO()
     monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", stream)

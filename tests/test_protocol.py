@@ -14,6 +14,7 @@ from smtpd_compat import _protocol
 from smtpd_compat._protocol import (
     AddressError,
     SpecError,
+    has_control_characters,
     parse_hostport,
     parse_params,
     size_exceeds,
@@ -563,8 +564,10 @@ def test_lone_quote_refused_by_every_parser(arg, parser_shape, monkeypatch):
     # The fixed parser reads it (an angle-addr as '""') ...
     assert reference_split(arg)[0] in ("", '""')
     # ... but the reply must not depend on the Python version.
-    with pytest.raises(AddressError):
+    with pytest.raises(AddressError) as info:
         split_address(arg)
+    # The error names the argument the parser could not read.
+    assert info.value.args == (arg,)
 
 
 @pytest.mark.parametrize("arg", ['<"">', '<""@b>', '""@b', '"a"@b', '"a', '<"a"@b> X'])
@@ -584,8 +587,12 @@ def test_index_shape_stand_in():
 def test_parser_result_of_unknown_shape(after, monkeypatch):
     token, _ = header_parser.get_addr_spec('"q"@b')
     monkeypatch.setattr(_protocol, "get_addr_spec", lambda value: (token, after))
-    with pytest.raises(AddressError):
+    with pytest.raises(AddressError) as info:
         split_address('"q"@b x')
+    # ... caused by a TypeError that shows what the parser returned.
+    cause = info.value.__cause__
+    assert type(cause) is TypeError
+    assert str(cause) == "unexpected parser result: %r" % (after,)
 
 
 @pytest.mark.parametrize(
@@ -599,6 +606,7 @@ def test_any_parser_failure_is_an_address_error(error, monkeypatch):
     with pytest.raises(AddressError) as info:
         split_address('<"q"@b>')
     assert isinstance(info.value.__cause__, error)
+    assert info.value.args == ('<"q"@b>',)
     # the fast path does not need the parser
     assert split_address("<q@b>") == ("q@b", "")
 
@@ -775,6 +783,42 @@ def test_unstuff_uses_up_a_bytearray():
     assert buffer == bytearray()
 
 
+@pytest.mark.parametrize("tail", [b"", b"\r"])
+def test_unstuff_bytearray_keeps_every_byte_but_crs_ending_lines(tail):
+    # Every byte value but CR and LF, in lines; with a bare CR at the end,
+    # CRLF pairs are replaced instead of all CRs deleted.
+    data = bytes(b for b in range(256) if b not in b"\r\n")
+    raw = data + b"\r\n." + data + b"\r\n" + data + tail
+    expected = data + b"\n" + data + b"\n" + data + tail
+    assert unstuff(bytearray(raw)) == expected
+    assert unstuff(raw) == expected
+
+
+# --- has_control_characters -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("250 OK", False),
+        ("250 tab\there", False),
+        # CRLF pairs separate the lines of a multi-line reply
+        ("250-first\r\n250 second", False),
+        ("250-a\r\n250-b\r\n250 c", False),
+        ("250 a\rb", True),
+        ("250 a\nb", True),
+        ("250 a\r\r\nb", True),
+        ("250 a\r\n\nb", True),
+        ("250 a\r", True),
+        ("\x00", True),
+        ("250 \x1b[0m", True),
+        ("250 \x7f", True),
+    ],
+)
+def test_has_control_characters(text, expected):
+    assert has_control_characters(text) is expected
+
+
 # --- parse_hostport ----------------------------------------------------------------
 
 
@@ -787,6 +831,8 @@ def test_unstuff_uses_up_a_bytearray():
         ("[fe80::1%lo]:2525", ("fe80::1%lo", 2525)),
         (":25", ("", 25)),
         ("mail.example.com:0", ("mail.example.com", 0)),
+        # the host ends at the first colon unless the spec starts with "["
+        ("host]:25", ("host]", 25)),
     ],
 )
 def test_parse_hostport(spec, expected):
@@ -803,12 +849,16 @@ def test_parse_hostport(spec, expected):
         ("host:25:26", "port"),
         ("::1:25", "port"),
         ("host:2.5", "port"),
+        # a bracketed host ends at the first "]:"
+        ("[::1]:25]:26", "port"),
     ],
 )
 def test_parse_hostport_errors(spec, part):
     with pytest.raises(SpecError) as info:
         parse_hostport(spec)
     assert info.value.part == part
+    assert info.value.spec == spec
+    assert str(info.value) == "bad %s: %s" % (part, spec)
 
 
 def test_module_exports():

@@ -88,6 +88,18 @@ def test_large_pieces_are_kept_without_copying_them_again():
     assert unstuffer.finish() is piece
 
 
+def test_small_and_large_pieces_stay_in_order():
+    """Small pieces after a large one are gathered after it, not before."""
+    large = b"L" * 5000 + b"\r\n"
+    pieces = [b"a\r\n", b"b\r\n", large, b"c\r\n", b".d\r\n", large, b"e"]
+    unstuffer = Unstuffer()
+    for piece in pieces:
+        unstuffer.feed(piece)
+    expected = unstuff(b"".join(pieces))
+    assert unstuffer.so_far() == expected
+    assert unstuffer.finish() == expected
+
+
 class UnbatchedChannel(smtpd_compat.SMTPChannel):
     """Overrides a hook, so it gets the pieces Python's smtpd kept."""
 
