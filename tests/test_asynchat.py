@@ -2,10 +2,12 @@
 
 import socket
 import time
+from collections import deque
 
 import pytest
 from conftest import TIMEOUT, pump
 
+import smtpd_compat
 from smtpd_compat import asynchat, asyncore
 
 
@@ -223,7 +225,8 @@ def test_simple_producer_default_size():
             break
         chunks.append(chunk)
     assert b"".join(chunks) == data
-    assert len(chunks) > 1
+    # asynchat's default piece size: 512 bytes
+    assert [len(chunk) for chunk in chunks] == [512, 512, 276]
 
 
 def test_push_with_producer(chat, peer, private_map):
@@ -307,10 +310,11 @@ def test_peer_close_calls_handle_close(chat, peer, private_map):
 
 def test_abstract_methods():
     chat = asynchat.async_chat()
+    message = "^must be implemented in subclass$"  # asynchat's message
     try:
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(NotImplementedError, match=message):
             chat.collect_incoming_data(b"x")
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(NotImplementedError, match=message):
             chat.found_terminator()
     finally:
         chat.close()
@@ -334,6 +338,145 @@ def test_collect_helpers(private_map, sockpair):
     right.sendall(b"ab;cd;")
     pump(private_map, until=lambda: len(chat.items) == 2)
     assert chat.items == [b"ab", b"cd"]
+    # An item that arrives in two reads is collected twice, joined once.
+    right.sendall(b"ef")
+    pump(private_map, until=lambda: chat.incoming)
+    assert chat.incoming == [b"ef"]
+    right.sendall(b"gh;")
+    pump(private_map, until=lambda: len(chat.items) == 3)
+    assert chat.items == [b"ab", b"cd", b"efgh"]
+    assert chat.incoming == []
+
+
+def test_int_terminator_after_an_item_in_the_same_read(chat, peer, private_map):
+    chat.set_terminator(4)
+    chat.next_terminators.append(3)
+    # "1234" ends the first item; of the second, "5" has come, 2 bytes to go.
+    peer.sendall(b"12345")
+    pump(private_map, until=lambda: chat.get_terminator() == 2)
+    assert chat.items == [b"1234"]
+    assert chat.get_terminator() == 2
+    peer.sendall(b"67")
+    pump(private_map, until=lambda: len(chat.items) == 2)
+    assert chat.items == [b"1234", b"567"]
+
+
+def test_push_with_producer_sends_at_once(chat, peer):
+    # As push() does: the first piece leaves without waiting for the loop.
+    chat.push_with_producer(asynchat.simple_producer(b"hello"))
+    assert recv_exactly(peer, 5) == b"hello"
+
+
+def test_producer_text_is_encoded_with_use_encoding(chat, peer, private_map):
+    class Pieces:
+        def __init__(self, *pieces):
+            self.pieces = list(pieces)
+
+        def more(self):
+            return self.pieces.pop(0) if self.pieces else b""
+
+    chat.use_encoding = 1
+    chat.encoding = "latin-1"
+    chat.push_with_producer(Pieces("caf\u00e9 ", b"bytes stay"))
+    assert drain(peer, private_map, 15) == b"caf\xe9 bytes stay"
+
+
+def test_backlog_counts_bytes_and_an_item_cost_per_piece(chat):
+    """readable() turns false once the output waiting to be sent holds
+    more than ac_out_pending_limit: its bytes plus a fixed cost for each
+    queued piece, producer output included."""
+    cost = asynchat._ITEM_COST
+    accepting = []
+    chat.send = lambda data: len(data) if accepting else 0  # a full socket
+    chat.push_with_producer(asynchat.simple_producer(b"p" * 200, buffer_size=100))
+    chat.push(b"b" * 5000)
+    backlog = 100 + cost + 5000 + cost  # the producer itself is not counted
+    chat.ac_out_pending_limit = backlog
+    assert chat.readable()
+    chat.ac_out_pending_limit = backlog - 1
+    assert not chat.readable()
+    # The first 100 bytes leave; the producer's second piece takes their place.
+    accepting.append(True)
+    chat.initiate_send()
+    accepting.clear()
+    chat.initiate_send()
+    chat.ac_out_pending_limit = backlog
+    assert chat.readable()
+    chat.ac_out_pending_limit = backlog - 1
+    assert not chat.readable()
+    # discard_buffers() forgets the backlog with the queue.
+    chat.discard_buffers()
+    assert not chat.writable()
+    chat.push(b"c" * 1000)
+    chat.ac_out_pending_limit = 1000 + cost
+    assert chat.readable()
+    chat.ac_out_pending_limit = 1000 + cost - 1
+    assert not chat.readable()
+
+
+def test_which_classes_may_batch():
+    """Only subclasses of the batching class that override nothing of it
+    but commands (and dunders) may batch.  The classes are made here, so
+    the answer is computed, not taken from the per-class cache."""
+    base = smtpd_compat.SMTPChannel
+
+    class OnlyCommands(base):
+        ac_in_buffer_size = 4096  # data, not behaviour
+
+        def __init__(self, *args, **kwargs):
+            base.__init__(self, *args, **kwargs)
+
+        def smtp_XFOO(self, arg):
+            self.push("250 foo")
+
+        def smtp_NOOP(self, arg):  # a command of the base class
+            self.push("250 noop")
+
+        def helper(self):  # a new name
+            return None
+
+    class MoreCommands(OnlyCommands):
+        def smtp_XBAR(self, arg):
+            self.push("250 bar")
+
+    class OverridesPush(base):
+        def push(self, msg):
+            base.push(self, msg)
+
+    class OverridesAProperty(base):
+        @property
+        def ac_in_buffer(self):
+            return b""
+
+    class OverridesBelowCommands(OnlyCommands):
+        def found_terminator(self):
+            base.found_terminator(self)
+
+    class Unrelated:
+        pass
+
+    assert asynchat._adds_only_commands(base, base)
+    assert asynchat._adds_only_commands(OnlyCommands, base)
+    assert asynchat._adds_only_commands(MoreCommands, base)
+    assert not asynchat._adds_only_commands(OverridesPush, base)
+    assert not asynchat._adds_only_commands(OverridesAProperty, base)
+    assert not asynchat._adds_only_commands(OverridesBelowCommands, base)
+    assert not asynchat._adds_only_commands(Unrelated, base)
+
+
+def test_one_gathered_send_takes_pieces_up_to_the_budget():
+    """What one sendmsg() is given: the byte pieces at the head of the
+    queue until they reach the budget, never more than _MAX_GATHER, and
+    nothing from a producer on."""
+    a, b, c = b"a" * 10, b"b" * 10, b"c" * 10
+    assert asynchat._gather(deque([a, b, c]), 20) == [a, b]
+    assert asynchat._gather(deque([a, b, c]), 11) == [a, b]
+    assert asynchat._gather(deque([a, b, c]), 10) == [a]
+    assert asynchat._gather(deque([a, b, c]), 31) == [a, b, c]
+    producer = asynchat.simple_producer(b"p")
+    assert asynchat._gather(deque([a, producer, b]), 100) == [a]
+    many = deque([b"x"] * (asynchat._MAX_GATHER + 5))
+    assert len(asynchat._gather(many, 1 << 20)) == asynchat._MAX_GATHER
 
 
 @pytest.mark.parametrize(
