@@ -126,6 +126,27 @@ def test_terminator_split_across_reads(chat, peer, private_map):
     assert chat.items == [b"abc", b"def"]
 
 
+def test_read_of_only_a_terminator_start_collects_nothing(chat, peer, private_map):
+    # As asynchat did: no empty piece for the collector.
+    peer.sendall(b"\r")
+    assert pump(private_map, until=lambda: chat.reads == 1)
+    assert chat.chunks == []
+    peer.sendall(b"\n")
+    assert pump(private_map, until=lambda: chat.items)
+    assert chat.items == [b""]
+    assert chat.chunks == []
+
+
+def test_large_read_with_one_terminator_at_its_start(chat, peer, private_map):
+    # More than 4 KiB after the terminator, and no other: a large read is
+    # searched from its end first; the terminator at index 0 still counts.
+    tail = b"x" * 5000
+    peer.sendall(b"\r\n" + tail)
+    assert pump(private_map, until=lambda: chat.reads == 1)
+    assert chat.items == [b""]
+    assert b"".join(chat.chunks) == tail
+
+
 def test_long_terminator_byte_by_byte(private_map, sockpair):
     left, right = sockpair
     chat = Collector(left, private_map, terminator=b"\r\n.\r\n")
