@@ -5,7 +5,7 @@ import time
 from collections import deque
 
 import pytest
-from conftest import TIMEOUT, pump
+from conftest import GREETING, TIMEOUT, RecordingServer, pump
 
 import smtpd_compat
 from smtpd_compat import asynchat, asyncore
@@ -213,8 +213,22 @@ def test_negative_int_terminator(chat):
 
 @pytest.mark.parametrize("value", ["text", 5, None, [b"x"]])
 def test_push_requires_bytes(chat, value):
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError) as info:
         chat.push(value)
+    # asynchat's arguments: the message and the type, not formatted
+    assert info.value.args == ("data argument must be byte-ish (%r)", type(value))
+
+
+def test_push_sends_at_once(chat, peer):
+    # Without waiting for the loop: what the socket takes leaves now.
+    chat.push(b"hello")
+    assert recv_exactly(peer, 5) == b"hello"
+    assert not chat.writable()
+    # ... also a piece of exactly ac_out_buffer_size bytes.
+    chat.ac_out_buffer_size = 5
+    chat.push(b"world")
+    assert recv_exactly(peer, 5) == b"world"
+    assert not chat.writable()
 
 
 @pytest.mark.parametrize("value", [b"abc", bytearray(b"abc"), memoryview(b"abc")])
@@ -407,32 +421,73 @@ def test_backlog_counts_bytes_and_an_item_cost_per_piece(chat):
     more than ac_out_pending_limit: its bytes plus a fixed cost for each
     queued piece, producer output included."""
     cost = asynchat._ITEM_COST
-    accepting = []
-    chat.send = lambda data: len(data) if accepting else 0  # a full socket
+    allowances = []  # bytes the socket takes at the next send() calls
+
+    def send(data):
+        return min(len(data), allowances.pop(0)) if allowances else 0
+
+    def assert_backlog(size):
+        chat.ac_out_pending_limit = size
+        assert chat.readable()
+        chat.ac_out_pending_limit = size - 1
+        assert not chat.readable()
+
+    chat.send = send
+    # Sent in full: nothing is left.
+    allowances.append(5)
+    chat.push(b"start")
+    assert not chat.writable()
+    # Stalled: a producer's first piece and a push wait.
     chat.push_with_producer(asynchat.simple_producer(b"p" * 200, buffer_size=100))
     chat.push(b"b" * 5000)
-    backlog = 100 + cost + 5000 + cost  # the producer itself is not counted
-    chat.ac_out_pending_limit = backlog
-    assert chat.readable()
-    chat.ac_out_pending_limit = backlog - 1
-    assert not chat.readable()
-    # The first 100 bytes leave; the producer's second piece takes their place.
-    accepting.append(True)
+    assert_backlog(100 + cost + 5000 + cost)  # the producer itself is free
+    # 40 bytes of the first piece leave, then the other 60.
+    allowances.append(40)
     chat.initiate_send()
-    accepting.clear()
+    assert_backlog(60 + cost + 5000 + cost)
+    allowances.append(60)
     chat.initiate_send()
-    chat.ac_out_pending_limit = backlog
-    assert chat.readable()
-    chat.ac_out_pending_limit = backlog - 1
-    assert not chat.readable()
+    assert_backlog(5000 + cost)
+    # The producer's second piece takes their place.
+    chat.initiate_send()
+    assert_backlog(100 + cost + 5000 + cost)
     # discard_buffers() forgets the backlog with the queue.
     chat.discard_buffers()
     assert not chat.writable()
     chat.push(b"c" * 1000)
-    chat.ac_out_pending_limit = 1000 + cost
-    assert chat.readable()
-    chat.ac_out_pending_limit = 1000 + cost - 1
-    assert not chat.readable()
+    assert_backlog(1000 + cost)
+    # An empty piece costs its item until it is dropped.
+    chat.push(b"")
+    chat.push(b"e" * 10)
+    assert_backlog(1000 + cost + cost + 10 + cost)
+    allowances.append(1000)
+    chat.initiate_send()
+    assert_backlog(cost + 10 + cost)
+    chat.initiate_send()  # drops the empty piece
+    assert_backlog(10 + cost)
+    # Data longer than ac_out_buffer_size is queued in pieces of that size,
+    # each with its cost.
+    chat.ac_out_buffer_size = 1000
+    chat.push(b"d" * 2500)
+    assert list(chat.producer_fifo)[1:] == [b"d" * 1000, b"d" * 1000, b"d" * 500]
+    assert_backlog(10 + cost + 2500 + 3 * cost)
+
+
+def test_close_drops_output_still_queued(chat, peer):
+    # As asyncore's close() did: what the socket has not taken is dropped.
+    chat.send = lambda data: 0  # a full socket
+    chat.push(b"never sent")
+    assert chat.writable()
+    chat.close()
+    assert recv_to_eof(peer) == b""
+
+
+def test_queued_text_is_encoded_with_use_encoding(chat, peer):
+    # Text put in producer_fifo by hand, as asynchat allowed with use_encoding.
+    chat.use_encoding = 1
+    chat.producer_fifo.append("caf\u00e9")
+    chat.initiate_send()
+    assert recv_exactly(peer, 4) == b"caf\xe9"
 
 
 def test_which_classes_may_batch():
@@ -514,3 +569,22 @@ def test_one_gathered_send_takes_pieces_up_to_the_budget():
 )
 def test_find_prefix_at_end(haystack, needle, expected):
     assert asynchat.find_prefix_at_end(haystack, needle) == expected
+
+
+def test_close_while_batching_sends_the_held_back_replies(private_map):
+    """close() in the middle of a batch first sends the replies queued so
+    far (as far as the socket takes them without blocking)."""
+    server = RecordingServer(("127.0.0.1", 0), None, map=private_map)
+    client = socket.create_connection(server.socket.getsockname()[:2], timeout=TIMEOUT)
+    try:
+        asyncore.loop(timeout=TIMEOUT, count=1, map=private_map)  # accept
+        (channel,) = [d for d in private_map.values() if d is not server]
+        assert channel._ac_batching()
+        channel._deferring_send = True  # as while the commands of a read run
+        channel.push("250 one")
+        channel.push("250 two")
+        assert recv_exactly(client, len(GREETING)) == GREETING
+        channel.close()
+        assert recv_to_eof(client) == b"250 one\r\n250 two\r\n"
+    finally:
+        client.close()
