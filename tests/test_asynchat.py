@@ -207,8 +207,76 @@ def test_set_get_terminator(chat):
 
 
 def test_negative_int_terminator(chat):
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match="^the number of received bytes must be positive$"
+    ):
         chat.set_terminator(-1)
+
+
+def test_text_with_use_encoding(private_map, sockpair):
+    """With use_encoding, a text terminator and text from recv() are
+    encoded; bytes and counts are taken as they are."""
+
+    class TextReader(Collector):
+        def recv(self, buffer_size):
+            return Collector.recv(self, buffer_size).decode("latin-1")
+
+    left, right = sockpair
+    chat = TextReader(left, private_map)
+    chat.use_encoding = 1
+    chat.set_terminator(";")
+    assert chat.get_terminator() == b";"
+    chat.set_terminator(b"\r\n")
+    assert chat.get_terminator() == b"\r\n"
+    chat.set_terminator(3)
+    assert chat.get_terminator() == 3
+    chat.set_terminator("\u00e9")
+    right.sendall(b"caf\xe9")
+    pump(private_map, until=lambda: chat.items)
+    assert chat.items == [b"caf"]
+    # Without use_encoding a text terminator is kept as text.
+    chat.use_encoding = 0
+    chat.set_terminator(";")
+    assert chat.get_terminator() == ";"
+
+
+def test_bytes_read_with_use_encoding(chat, peer, private_map):
+    chat.use_encoding = 1
+    peer.sendall(b"one\r\n")
+    pump(private_map, until=lambda: chat.items)
+    assert chat.items == [b"one"]
+
+
+def test_none_terminator_after_an_item_in_the_same_read(chat, peer, private_map):
+    chat.next_terminators.append(None)
+    peer.sendall(b"abc\r\nrest")
+    pump(private_map, until=lambda: chat.chunks)
+    assert chat.items == [b"abc"]
+    assert chat.chunks == [b"rest"]
+
+
+def test_empty_items_collect_nothing(chat, peer, private_map):
+    collected = []
+
+    def collect(data):
+        collected.append(data)
+        Collector.collect_incoming_data(chat, data)
+
+    chat.collect_incoming_data = collect
+    peer.sendall(b"\r\n\r\nx\r\n")
+    pump(private_map, until=lambda: len(chat.items) == 3)
+    assert chat.items == [b"", b"", b"x"]
+    assert collected == [b"x"]
+
+
+def test_input_is_handled_while_the_backlog_is_at_the_limit(chat, peer, private_map):
+    """Reading stops only once the output waiting is *over* the limit."""
+    chat.send = lambda data: 0  # a full socket
+    chat.push(b"x" * 100)
+    chat.ac_out_pending_limit = 100 + asynchat._ITEM_COST
+    peer.sendall(b"a\r\nb\r\n")
+    pump(private_map, until=lambda: len(chat.items) == 2)
+    assert chat.items == [b"a", b"b"]
 
 
 @pytest.mark.parametrize("value", ["text", 5, None, [b"x"]])
