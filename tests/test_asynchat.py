@@ -656,3 +656,32 @@ def test_close_while_batching_sends_the_held_back_replies(private_map):
         assert recv_to_eof(client) == b"250 one\r\n250 two\r\n"
     finally:
         client.close()
+
+
+class SocketWithoutSendmsg(socket.socket):
+    """Like an ssl.SSLSocket, it refuses sendmsg()."""
+
+    def sendmsg(self, *args, **kwargs):
+        raise OSError("sendmsg() not available")
+
+
+def test_batched_replies_on_a_socket_without_sendmsg(private_map):
+    """Replies batched for one read are sent one by one where the socket's
+    sendmsg() is not the kernel's."""
+    server = RecordingServer(("127.0.0.1", 0), None, map=private_map)
+    client = socket.create_connection(server.socket.getsockname()[:2], timeout=TIMEOUT)
+    try:
+        asyncore.loop(timeout=TIMEOUT, count=1, map=private_map)  # accept
+        (channel,) = [d for d in private_map.values() if d is not server]
+        plain = channel.socket
+        channel.socket = SocketWithoutSendmsg(
+            plain.family, plain.type, fileno=plain.detach()
+        )
+        assert channel._ac_batching()
+        assert recv_exactly(client, len(GREETING)) == GREETING
+        client.sendall(b"NOOP\r\nNOOP\r\nNOOP\r\n")
+        replies = b"250 OK\r\n" * 3
+        received = drain(client, private_map, len(replies))
+        assert received == replies
+    finally:
+        client.close()
