@@ -685,3 +685,26 @@ def test_batched_replies_on_a_socket_without_sendmsg(private_map):
         assert received == replies
     finally:
         client.close()
+
+
+def test_batching_channel_sends_producers_and_empty_pieces_at_once(private_map):
+    """On a channel that batches, initiate_send() sends all it can at once:
+    past empty pieces, and a producer's output too."""
+    server = RecordingServer(("127.0.0.1", 0), None, map=private_map)
+    client = socket.create_connection(server.socket.getsockname()[:2], timeout=TIMEOUT)
+    try:
+        asyncore.loop(timeout=TIMEOUT, count=1, map=private_map)  # accept
+        (channel,) = [d for d in private_map.values() if d is not server]
+        assert channel._ac_batching()
+        assert recv_exactly(client, len(GREETING)) == GREETING
+        channel.push_with_producer(asynchat.simple_producer(b"from a producer\r\n", 4))
+        assert recv_exactly(client, 17) == b"from a producer\r\n"
+        channel._deferring_send = True  # as while the commands of a read run
+        asynchat.async_chat.push(channel, b"")
+        asynchat.async_chat.push(channel, b"after an empty piece\r\n")
+        channel._deferring_send = False
+        channel.initiate_send()
+        assert recv_exactly(client, 22) == b"after an empty piece\r\n"
+        assert not channel.writable()
+    finally:
+        client.close()
