@@ -312,9 +312,10 @@ def test_auth_without_tls():
 
 def test_a_client_that_verifies_with_default_trust_fails():
     with CapturingController(tls=True) as sink:
-        with smtplib.SMTP(*sink.address, timeout=TIMEOUT) as client:
-            with pytest.raises(ssl.SSLCertVerificationError):
-                client.starttls(context=ssl.create_default_context())
+        with smtplib.SMTP(*sink.address, timeout=TIMEOUT) as client, pytest.raises(
+            ssl.SSLCertVerificationError
+        ):
+            client.starttls(context=ssl.create_default_context())
         # The server is still there for the next client.
         with smtplib.SMTP(*sink.address, timeout=TIMEOUT) as client:
             client.starttls(context=sink.client_context())
