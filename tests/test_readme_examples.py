@@ -271,7 +271,7 @@ def send_daily_report(host, port, user, password, ssl_context):
         client.starttls(context=ssl_context)
         client.login(user, password)
         client.sendmail(
-            "reports@example.com", ["boss@example.com"], "Subject: daily\r\n\r\nAll well."
+            "reports@example.com", ["boss@example.com"], "Subject: daily\\r\\n\\r\\nAll well."
         )
 """
 
