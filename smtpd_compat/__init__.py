@@ -1147,6 +1147,9 @@ class SMTPChannel(async_chat):
     def __auth_step(self, exchange: _auth.Exchange, step: Any, *args: Any) -> None:
         """Run one step of the exchange and answer: 334, 235 or an error."""
         self.__dict__.pop("_auth_exchange", None)
+        # The input buffer is cut lazily; cut it now, so that the line with
+        # the credentials is not kept until the client sends again.
+        self.ac_in_buffer = self.ac_in_buffer
         try:
             result = step(*args)
         except _auth.AuthError as err:
