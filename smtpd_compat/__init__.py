@@ -254,6 +254,17 @@ Options:
   -t, --idle-timeout SECONDS
                       disconnect clients that stay silent this long, after
                       a 421 reply; without it, clients may idle forever
+  --tls-cert FILE --tls-key FILE
+                      offer STARTTLS (RFC 3207) with this certificate
+                      (PEM, chain included) and private key
+  --smtps             implicit TLS instead: every connection is TLS from
+                      its first byte (needs --tls-cert and --tls-key)
+  --require-starttls  refuse every command but EHLO, HELO, NOOP, QUIT and
+                      STARTTLS until TLS is up
+  --auth-user USER:PASSWORD
+                      offer AUTH (PLAIN, LOGIN, CRAM-MD5) and require it
+                      before MAIL; repeat for more users.  With TLS, AUTH
+                      is only offered once TLS is up
   -d, --debug         print protocol details on stderr
   -V, --version       print the version and exit
   -h, --help          print this help and exit
@@ -1893,6 +1904,13 @@ class Options:
     size_limit: int | None = None
     enable_SMTPUTF8 = False
     idle_timeout: float | None = None
+    # TLS and AUTH (all off unless asked for).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    smtps = False
+    require_starttls = False
+    # login -> password, from --auth-user; None without it.
+    auth_users: dict[str, str] | None = None
     # Set by parseargs() from the positional arguments.
     localhost: str
     localport: int
@@ -1916,6 +1934,11 @@ def parseargs() -> Options:
                 "debug",
                 "smtputf8",
                 "idle-timeout=",
+                "tls-cert=",
+                "tls-key=",
+                "smtps",
+                "require-starttls",
+                "auth-user=",
             ],
         )
     except getopt.error as exc:
@@ -1940,6 +1963,20 @@ def parseargs() -> Options:
             options.size_limit = _parse_size_option(value)
         elif opt in ("-t", "--idle-timeout"):
             options.idle_timeout = _parse_timeout_option(value)
+        elif opt == "--tls-cert":
+            options.tls_cert = value
+        elif opt == "--tls-key":
+            options.tls_key = value
+        elif opt == "--smtps":
+            options.smtps = True
+        elif opt == "--require-starttls":
+            options.require_starttls = True
+        elif opt == "--auth-user":
+            login, password = _parse_auth_user_option(value)
+            if options.auth_users is None:
+                options.auth_users = {}
+            options.auth_users[login] = password
+    _check_tls_options(options)
 
     if len(args) > 2:
         usage(1, "Invalid arguments: %s" % COMMASPACE.join(args))
@@ -1970,6 +2007,64 @@ def _parse_timeout_option(value: str) -> float:
         print("Invalid timeout: " + value, file=sys.stderr)
         sys.exit(1)
     return seconds
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 1."""
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
+def _parse_auth_user_option(value: str) -> tuple[str, str]:
+    # The password may hold colons: only the first one separates.  The
+    # message never repeats the value, which holds a password.
+    login, colon, password = value.partition(":")
+    if not colon or not login:
+        _fail("Invalid --auth-user: USER:PASSWORD expected")
+    return login, password
+
+
+def _check_tls_options(options: Options) -> None:
+    if (options.tls_cert is None) != (options.tls_key is None):
+        _fail("--tls-cert and --tls-key must be given together")
+    if options.tls_cert is None:
+        if options.smtps:
+            _fail("--smtps needs --tls-cert and --tls-key")
+        if options.require_starttls:
+            _fail("--require-starttls needs --tls-cert and --tls-key")
+
+
+def _tls_server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server-side context with the command line's certificate, or exit."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        _fail(
+            "Cannot load TLS certificate %s and key %s: %s" % (cert_file, key_file, exc)
+        )
+    return context
+
+
+def _tls_and_auth_arguments(options: Options) -> dict[str, Any]:
+    """The SMTPServer keywords the TLS and AUTH options ask for."""
+    extra: dict[str, Any] = {}
+    tls = options.tls_cert is not None and options.tls_key is not None
+    if tls:
+        context = _tls_server_context(options.tls_cert, options.tls_key)  # type: ignore[arg-type]
+        extra["ssl_context" if options.smtps else "tls_context"] = context
+        if options.require_starttls and not options.smtps:
+            extra["require_starttls"] = True
+    if options.auth_users is not None:
+        extra["authenticator"] = options.auth_users
+        extra["auth_required"] = True
+        if not tls:
+            # Without TLS on the command line there is nothing to wait for:
+            # AUTH is offered in plaintext (a local test server).
+            extra["auth_require_tls"] = False
+    return extra
 
 
 def _parse_spec(which: str, spec: str) -> tuple[str, int]:
@@ -2016,10 +2111,11 @@ def _main() -> None:
     options = parseargs()
     server_class = _server_class(options.classname)
     local = (options.localhost, options.localport)
-    extra = {}
+    extra: dict[str, Any] = {}
     if options.idle_timeout is not None:
         # Only when asked for: user classes may not take the argument.
         extra["idle_timeout"] = options.idle_timeout
+    extra.update(_tls_and_auth_arguments(options))
     _raise_open_file_limit()
     try:
         server_class(
