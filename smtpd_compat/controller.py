@@ -277,6 +277,13 @@ class Controller(Generic[S]):
             )
         if starttls and smtps:
             raise TypeError("starttls=True and smtps=True exclude each other")
+        if (tls or starttls or smtps) and (
+            "tls_context" in server_kwargs or "ssl_context" in server_kwargs
+        ):
+            raise TypeError(
+                "tls=/starttls=/smtps= make the server's context; "
+                "do not give tls_context= or ssl_context= as well"
+            )
         if auth is not None and "authenticator" in server_kwargs:
             raise TypeError("give either auth= or authenticator=, not both")
         if auth_required and auth is None and "authenticator" not in server_kwargs:

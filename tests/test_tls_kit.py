@@ -189,6 +189,8 @@ def test_auth_required_with_an_own_authenticator(recorder):
         ({"starttls": True, "smtps": True}, "exclude each other"),
         ({"auth_required": True}, "needs auth="),
         ({"auth": USERS, "authenticator": dict.get}, "either auth= or"),
+        ({"tls": True, "tls_context": None}, "make the server's context"),
+        ({"smtps": True, "ssl_context": None}, "make the server's context"),
     ],
 )
 def test_contradictory_options(kwargs, message):
@@ -424,7 +426,7 @@ import pytest
 def test_ini_settings(smtpd_server):
     assert smtpd_server.tls_mode == "starttls"
     assert smtpd_server.server_kwargs["authenticator"] == {
-        "ann": "s3cret", "bob": "a:b"
+        "ann": "s3cret", "bob": "a:b", "carl": "with space"
     }
     assert smtpd_server.server_kwargs["auth_required"] is True
 
@@ -453,7 +455,7 @@ def test_ini_settings(pytester):
         """
         [pytest]
         smtpd_server_tls = true
-        smtpd_server_auth = ann:s3cret bob:a:b
+        smtpd_server_auth = ann:s3cret bob:a:b "carl:with space"
         smtpd_server_auth_required = true
         """
     )
