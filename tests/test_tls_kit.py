@@ -14,7 +14,7 @@ import sys
 import threading
 
 import pytest
-from conftest import TIMEOUT
+from conftest import TIMEOUT, requires_ipv6
 
 from smtpd_compat.capture import CapturedMessage, CapturingController, CapturingServer
 from smtpd_compat.controller import Controller, ControllerError
@@ -295,6 +295,18 @@ def test_ca_file_works_for_clients():
         context = ssl.create_default_context(cafile=sink.ca_file)
         with smtplib.SMTP("localhost", sink.port, timeout=TIMEOUT) as client:
             client.starttls(context=context)
+            send(client)
+        [mail] = sink.wait_for(1, timeout=TIMEOUT)
+    assert mail.tls is not None
+
+
+@requires_ipv6
+def test_ipv6_loopback_is_in_the_certificate():
+    with CapturingController(tls=True, host="::1") as sink:
+        assert sink.host == "::1"
+        with smtplib.SMTP("::1", sink.port, timeout=TIMEOUT) as client:
+            # smtplib checks the certificate against "::1", the host given.
+            client.starttls(context=sink.client_context())
             send(client)
         [mail] = sink.wait_for(1, timeout=TIMEOUT)
     assert mail.tls is not None

@@ -15,7 +15,7 @@ import re
 import socket
 
 from conftest import TIMEOUT
-from hypothesis import event, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -252,6 +252,12 @@ EXAMPLES = max(100, int(os.environ.get("SMTPD_COMPAT_FUZZ_EXAMPLES", "100")) // 
 
 # No deadline: the time a session takes depends on the machine's load.
 TLSSession.TestCase.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=40, deadline=None, database=None
+    max_examples=EXAMPLES,
+    stateful_step_count=40,
+    deadline=None,
+    database=None,
+    # Each step waits for real replies over TLS; on a loaded machine that
+    # is counted against data generation.
+    suppress_health_check=[HealthCheck.too_slow],
 )
 test_tls_sessions = TLSSession.TestCase
