@@ -18,7 +18,8 @@ import binascii
 import hmac
 import os
 import time
-from typing import Any, Callable, Mapping, NamedTuple, Union
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple, Union
 
 # Reply texts (README "TLS and AUTH (opt-in)" lists them).
 SUCCEEDED = "235 2.7.0 Authentication successful"
@@ -42,7 +43,7 @@ DIGEST_MECHANISMS = ("CRAM-MD5",)
 
 # What may be given as ``authenticator``: a mapping user -> password, or a
 # callable (channel, mechanism, login, password) -> bool.
-Authenticator = Union[Mapping[str, str], Callable[[Any, str, str, str], Any]]
+Authenticator = Union["Mapping[str, str]", Callable[[Any, str, str, str], Any]]
 
 
 class AuthError(Exception):
