@@ -30,18 +30,20 @@ import select
 import socket
 import sys
 import time
+import typing
 import warnings
 
 # get_addr_spec and get_angle_addr: names of Python's smtpd module
 # that subclasses copied from its code reach through it.
 from email._header_value_parser import get_addr_spec, get_angle_addr  # noqa: F401
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 from warnings import warn
 
 from . import _auth, _protocol
 from .asynchat import async_chat, asyncore
 
-if TYPE_CHECKING:
+# (A name TYPE_CHECKING here would be public: CPython's test__all__ objects.)
+if typing.TYPE_CHECKING:
     import ssl
 
 __all__ = ["DebuggingServer", "MailmanProxy", "PureProxy", "SMTPChannel", "SMTPServer"]
