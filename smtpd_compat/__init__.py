@@ -1089,7 +1089,7 @@ class SMTPChannel(async_chat):
             ext.tls_context,
             self._map,
             on_done=self.__tls_started,
-            on_failed=self.close,
+            on_failed=self.__tls_failed,
             flush=self,
             server=self.smtp_server,
         )
@@ -1109,6 +1109,10 @@ class SMTPChannel(async_chat):
             self._last_activity = time.monotonic()
         if sock.pending():
             self.handle_read()
+
+    def __tls_failed(self, error: BaseException | None) -> None:
+        _debug("TLS handshake failed:", repr(self.peer), error)
+        self.close()
 
     def __note_tls(self, sock: Any) -> None:
         self._tls_active = True
@@ -1514,7 +1518,7 @@ class SMTPServer(asyncore.dispatcher):
             self.ssl_context,
             self._map,  # type: ignore[attr-defined]
             on_done=accepted,
-            on_failed=lambda: None,
+            on_failed=lambda error: _debug("TLS handshake failed:", repr(addr), error),
             server=self,
         )
 

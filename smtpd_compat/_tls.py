@@ -30,8 +30,9 @@ class Handshake(asyncore.dispatcher):
     ``220 Ready to start TLS`` reply - must leave in plaintext before the
     socket is wrapped; nothing is read from the socket until then, so the
     client's ClientHello is never taken for a command.  ``on_done(sock)``
-    gets the wrapped socket; ``on_failed()`` runs when the peer goes away,
-    sends garbage or is cut off by ``abort()``.
+    gets the wrapped socket; ``on_failed(error)`` runs when the peer goes
+    away, sends garbage or is cut off by ``abort()`` (``error``: the
+    exception, when there was one).
     """
 
     def __init__(
@@ -40,7 +41,7 @@ class Handshake(asyncore.dispatcher):
         context: ssl.SSLContext,
         sock_map: dict,
         on_done: Callable[[ssl.SSLSocket], None],
-        on_failed: Callable[[], None],
+        on_failed: Callable[[BaseException | None], None],
         flush: Any = None,
         server: Any = None,
     ) -> None:
@@ -89,7 +90,7 @@ class Handshake(asyncore.dispatcher):
             channel = self._flush
             channel.initiate_send()
             if not channel.connected:
-                self._fail()
+                self._fail(None)
                 return
             if channel.producer_fifo:
                 return  # the rest of the reply when the socket takes it
@@ -109,40 +110,48 @@ class Handshake(asyncore.dispatcher):
         except (OSError, ValueError) as err:
             # Garbage instead of a ClientHello, a peer that went away,
             # a certificate the context refused: this connection only.
-            self.last_error = err
-            self._fail()
+            self._fail(err)
             return
         self._finish()
 
     def _finish(self) -> None:
-        sock = self.socket
+        sock: Any = self.socket
         self._finished = True
         self.del_channel()
         self.connected = False
-        self._on_done(sock)  # type: ignore[arg-type]
+        try:
+            self._on_done(sock)
+        except asyncore.ExitNow:
+            raise
+        except Exception:  # noqa: BLE001 - reported; this connection only
+            # A fault in the code taking the connection over: reported as
+            # asyncore reports any dispatcher's, and the connection closed.
+            self.handle_error()
+            sock.close()
+            self._on_failed(None)
 
-    def _fail(self) -> None:
+    def _fail(self, error: BaseException | None) -> None:
         if self._finished:
             return
         self._finished = True
-        self.close()
-        self._on_failed()
+        asyncore.dispatcher.close(self)
+        self._on_failed(error)
 
     def handle_close(self) -> None:
-        self._fail()
-
-    def handle_error(self) -> None:
-        self._fail()
+        self._fail(None)
 
     def handle_expt(self) -> None:
-        self._fail()
+        self._fail(None)
+
+    # handle_error() is asyncore's: it reports the exception, then calls
+    # handle_close().
 
     def close(self) -> None:
         """Close the connection (also for asyncore.close_all())."""
-        asyncore.dispatcher.close(self)
-        if not self._finished:
-            self._finished = True
-            self._on_failed()
+        if self._finished:
+            asyncore.dispatcher.close(self)
+        else:
+            self._fail(None)
 
     def abort(self) -> None:
         """Cut the connection off from within readable() (idle timeout).

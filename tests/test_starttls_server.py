@@ -7,6 +7,7 @@ ClientHello and a client that stops mid-handshake cost that connection
 only, and TLS channels never use sendmsg().
 """
 
+import io
 import smtplib
 import socket
 import ssl
@@ -447,3 +448,46 @@ def test_tls_channels_never_use_sendmsg(serve, certs, connect, monkeypatch):
     for _ in range(50):
         assert tls.read_reply() == b"250 OK\r\n"
     assert calls == []
+
+
+class FlakyAcceptServer(RecordingServer):
+    """handle_accepted() fails for the first TLS connection only."""
+
+    failed = False
+
+    def handle_accepted(self, conn, addr):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("no channel for you")
+        super().handle_accepted(conn, addr)
+
+
+def test_a_failing_handle_accepted_after_the_handshake(serve, certs):
+    server = serve(server_class=FlakyAcceptServer, ssl_context=certs.server_context())
+    reports = []
+    server.log_info = lambda message, kind="info": reports.append((kind, message))
+    context = certs.client_context()
+    sock = socket.create_connection(address(server), timeout=TIMEOUT)
+    try:
+        tls = context.wrap_socket(sock, server_hostname="localhost")
+        assert connection_closed(tls)
+    finally:
+        sock.close()
+    [(kind, message)] = wait_for(lambda: reports)
+    assert kind == "error"
+    assert "RuntimeError" in message
+    assert "no channel for you" in message
+    with smtplib.SMTP_SSL(*address(server), timeout=TIMEOUT, context=context) as client:
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert len(server.deliveries) == 1
+
+
+def test_handshake_failures_are_on_debugstream(serve, certs, connect, monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", stream)
+    server = tls_server(serve, certs)
+    raw = connect(server)
+    assert raw.cmd("STARTTLS").startswith(b"220")
+    raw.sock.sendall(b"no ClientHello\r\n" * 10)
+    assert connection_closed(raw.sock)
+    assert wait_for(lambda: "TLS handshake failed:" in stream.getvalue())
