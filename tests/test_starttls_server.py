@@ -491,3 +491,14 @@ def test_handshake_failures_are_on_debugstream(serve, certs, connect, monkeypatc
     raw.sock.sendall(b"no ClientHello\r\n" * 10)
     assert connection_closed(raw.sock)
     assert wait_for(lambda: "TLS handshake failed:" in stream.getvalue())
+
+
+def test_idle_timeout_over_tls_sends_an_encrypted_421(serve, certs, connect):
+    server = tls_server(serve, certs, idle_timeout=0.5)
+    tls = starttls(connect(server), certs.client_context())
+    assert tls.cmd("EHLO x").startswith(b"250")
+    started = time.monotonic()
+    assert tls.read_reply().startswith(b"421 ")
+    assert time.monotonic() - started < 3
+    assert connection_closed(tls.sock)
+    assert wait_for(lambda: len(server._map) == 1)
