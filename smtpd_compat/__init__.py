@@ -846,13 +846,16 @@ class SMTPChannel(async_chat):
         return _protocol.parse_params(params)
 
     def smtp_HELP(self, arg: str | None) -> None:
+        supported, syntaxes = _SUPPORTED_COMMANDS, _COMMAND_SYNTAX
+        if self._ext is not None:
+            supported, syntaxes = self.__extended_help()
         if not arg:
-            self.push("250 Supported commands: " + _SUPPORTED_COMMANDS)
+            self.push("250 Supported commands: " + supported)
             return
         command = arg.upper()
-        syntax = _COMMAND_SYNTAX.get(command)
+        syntax = syntaxes.get(command)
         if syntax is None:
-            self.push("501 Supported commands: " + _SUPPORTED_COMMANDS)
+            self.push("501 Supported commands: " + supported)
             return
         if self.extended_smtp and command in ("MAIL", "RCPT"):
             syntax += _PARAMETERS_SYNTAX
@@ -1044,6 +1047,17 @@ class SMTPChannel(async_chat):
             self.push("250-AUTH " + " ".join(ext.mechanisms))
             limits = self.__own_command_size_limits()
             limits["AUTH"] = max(limits["AUTH"], _AUTH_LINE_LIMIT)
+
+    def __extended_help(self) -> tuple[str, dict[str, str]]:
+        """HELP's command list and syntax table, with STARTTLS/AUTH if on."""
+        ext = self._ext
+        assert ext is not None
+        syntaxes = dict(_COMMAND_SYNTAX)
+        if ext.tls_context is not None:
+            syntaxes["STARTTLS"] = "STARTTLS"
+        if ext.authenticator is not None:
+            syntaxes["AUTH"] = "AUTH <mechanism> [initial-response]"
+        return " ".join(syntaxes), syntaxes
 
     def __extension_keywords(self) -> dict[str, Any]:
         """process_message() keywords for what the server turned on."""

@@ -422,3 +422,14 @@ def test_off_means_off(server, connect, monkeypatch):
 def test_inconsistent_options_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RecordingServer(("127.0.0.1", 0), None, map={}, **kwargs)
+
+
+def test_help_names_auth_when_it_is_on(serve, connect):
+    client = connect(auth_server(serve))
+    assert client.cmd("HELP") == (
+        b"250 Supported commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY AUTH\r\n"
+    )
+    assert client.cmd("HELP auth") == (
+        b"250 Syntax: AUTH <mechanism> [initial-response]\r\n"
+    )
+    assert client.cmd("HELP STARTTLS").startswith(b"501 Supported commands: ")

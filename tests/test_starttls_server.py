@@ -502,3 +502,9 @@ def test_idle_timeout_over_tls_sends_an_encrypted_421(serve, certs, connect):
     assert time.monotonic() - started < 3
     assert connection_closed(tls.sock)
     assert wait_for(lambda: len(server._map) == 1)
+
+
+def test_help_names_starttls_when_it_is_on(serve, certs, connect):
+    client = connect(tls_server(serve, certs))
+    assert client.cmd("HELP").endswith(b" VRFY STARTTLS\r\n")
+    assert client.cmd("HELP STARTTLS") == b"250 Syntax: STARTTLS\r\n"
