@@ -45,8 +45,8 @@ class Handshake(asyncore.dispatcher):
         flush: Any = None,
         server: Any = None,
     ) -> None:
-        # Not through dispatcher.__init__(sock): that would ask the
-        # socket for its peer name and set it to non-blocking again.
+        # Not through dispatcher.__init__(sock), which asks the socket for
+        # its peer name: a client may be gone already.
         asyncore.dispatcher.__init__(self, map=sock_map)
         sock.setblocking(False)  # accept() may hand out a blocking socket
         self.socket = sock
@@ -68,12 +68,18 @@ class Handshake(asyncore.dispatcher):
     def __repr__(self) -> str:
         return "<%s.Handshake fd=%s>" % (__name__, self._fileno)
 
-    def _wrap(self) -> None:
+    def _wrap(self) -> bool:
+        """Wrap the socket for the handshake; False if that failed."""
         self._flush = None
         plain: Any = self.socket
-        self.socket = self._context.wrap_socket(
-            plain, server_side=True, do_handshake_on_connect=False
-        )
+        try:
+            self.socket = self._context.wrap_socket(
+                plain, server_side=True, do_handshake_on_connect=False
+            )
+        except (OSError, ValueError) as err:  # the client is gone already
+            self._fail(err)
+            return False
+        return True
 
     # The loop asks these on every pass.
     def readable(self) -> bool:
@@ -94,7 +100,8 @@ class Handshake(asyncore.dispatcher):
                 return
             if channel.producer_fifo:
                 return  # the rest of the reply when the socket takes it
-            self._wrap()
+            if not self._wrap():
+                return
         self._step()
 
     def _step(self) -> None:

@@ -11,6 +11,7 @@ import io
 import smtplib
 import socket
 import ssl
+import struct
 import time
 
 import pytest
@@ -508,3 +509,17 @@ def test_help_names_starttls_when_it_is_on(serve, certs, connect):
     client = connect(tls_server(serve, certs))
     assert client.cmd("HELP").endswith(b" VRFY STARTTLS\r\n")
     assert client.cmd("HELP STARTTLS") == b"250 Syntax: STARTTLS\r\n"
+
+
+def test_clients_resetting_at_once_cost_nothing(serve, certs):
+    """Connect and reset at once, 50 times: no report, the server goes on."""
+    server = serve(ssl_context=certs.server_context())
+    server.log_info = lambda *args: pytest.fail("reported: %r" % (args,))
+    for _ in range(50):
+        sock = socket.create_connection(address(server), timeout=TIMEOUT)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    context = certs.client_context()
+    with smtplib.SMTP_SSL(*address(server), timeout=TIMEOUT, context=context) as client:
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    assert wait_for(lambda: len(server._map) == 1)
