@@ -326,8 +326,13 @@ def swaks():
     return path
 
 
-def run_swaks(swaks, target, *arguments):
+def run_swaks(swaks, target, *arguments, tls=True):
     """(exit status, transcript) of one swaks session, verifying the server."""
+    if tls:
+        tls_options = ["--tls-verify", "--tls-ca-path", target.ca_file]
+        tls_options.append("--tls-on-connect" if target.smtps else "--tls")
+    else:
+        tls_options = []
     command = [
         swaks,
         "--server",
@@ -342,10 +347,7 @@ def run_swaks(swaks, target, *arguments):
         "client.example",
         "--timeout",
         "20",
-        "--tls-verify",
-        "--tls-ca-path",
-        target.ca_file,
-        "--tls-on-connect" if target.smtps else "--tls",
+        *tls_options,
         *arguments,
     ]
     result = subprocess.run(
@@ -399,4 +401,26 @@ def test_swaks_without_auth(start, swaks, kind):
     status, output = run_swaks(swaks, target)
     assert status != 0
     assert "<~* 530 " in output, output
+    assert target.received(0) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_swaks_auth_without_tls(start, swaks, kind):
+    """Before TLS, AUTH is not offered: swaks gives up before sending it."""
+    target = start(kind)
+    status, output = run_swaks(
+        swaks,
+        target,
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        USER,
+        "--auth-password",
+        PASSWORD,
+        tls=False,
+    )
+    assert status != 0
+    assert "<-  250-STARTTLS" in output, output
+    assert "AUTH" not in output.replace("authentication", ""), output
+    assert "*** Host did not advertise authentication" in output, output
     assert target.received(0) == []
