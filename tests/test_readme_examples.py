@@ -262,6 +262,30 @@ def check_tls_from_aiosmtpd(namespace: dict[str, Any]) -> None:
         ]
 
 
+def check_tls_aiosmtpd_before(namespace: dict[str, Any]) -> None:
+    """The aiosmtpd code is right about aiosmtpd (checked without a port)."""
+    import asyncio
+
+    # Only this example needs aiosmtpd (a test dependency, see tox.ini).
+    from aiosmtpd.smtp import Envelope, LoginPassword, Session
+
+    controller = namespace["controller"]
+    check_password = namespace["check_password"]
+    assert controller.SMTP_kwargs["tls_context"] is namespace["server_context"]
+    assert controller.SMTP_kwargs["authenticator"] is check_password
+    assert controller.SMTP_kwargs["auth_required"] is True
+    good = LoginPassword(b"ann", b"s3cret")
+    assert check_password(None, None, None, "PLAIN", good).success
+    bad = LoginPassword(b"ann", b"wrong")
+    assert not check_password(None, None, None, "PLAIN", bad).success
+    session, envelope = Session(loop=None), Envelope()
+    session.auth_data = good
+    envelope.content = b"Subject: hi\r\n\r\n"
+    handler = controller.handler
+    assert asyncio.run(handler.handle_DATA(None, session, envelope)) == "250 OK"
+    assert handler.mails == [(b"ann", b"Subject: hi\r\n\r\n")]
+
+
 SENDING_WITH_LOGIN = """
 import smtplib
 
@@ -340,6 +364,14 @@ def test_a_marker_settles_the_mode(smtpd_server):
         client.login("ann", "s3cret")
 """,
         outcome={"passed": 2},
+    ),
+    "tls-aiosmtpd-before": Example(
+        setup="""
+import ssl
+
+server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+""",
+        check=check_tls_aiosmtpd_before,
     ),
     "tls-from-aiosmtpd": Example(check=check_tls_from_aiosmtpd),
 }
