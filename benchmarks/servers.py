@@ -10,9 +10,9 @@ library at module level and nothing from this package.  It prints
 measurement.
 
 With ``--tls CERT KEY --auth USER:PASSWORD`` (compat and aiosmtpd only)
-the server offers STARTTLS with that certificate, requires it before
-anything but EHLO, HELO, NOOP and QUIT, and requires AUTH (PLAIN or LOGIN,
-against that one user) before MAIL.
+the server offers STARTTLS with that certificate (``require_starttls``),
+then AUTH (PLAIN or LOGIN, against that one account), and refuses MAIL
+before both.
 
 KIND is one of:
 
