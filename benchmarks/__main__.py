@@ -223,6 +223,7 @@ def main(argv: list[str]) -> int:
             "pipelined_1kb_msgs": settings.pipelined_msgs,
             "smtplib_1mb_msgs": settings.big_msgs,
             "connect_per_msg_msgs": settings.connect_msgs,
+            "starttls_auth_sessions": settings.tls_sessions,
             "huge_bytes": settings.huge_size,
             "idle_cap": settings.idle_cap,
             "idle_rss_conns": settings.idle_rss_conns,

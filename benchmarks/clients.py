@@ -18,11 +18,13 @@ and exits on "QUIT" or end of input.
 
 from __future__ import annotations
 
+import base64
 import json
 import resource
 import selectors
 import smtplib
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -152,6 +154,27 @@ def report(tally: Tally, started: float, ended: float, cpu: float) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def secure_dialog(spec: dict[str, Any], message: bytes) -> list[tuple[bytes, int, str]]:
+    """The commands after STARTTLS: EHLO again, AUTH PLAIN, one message, QUIT."""
+    credentials = b"\0%s\0%s" % (spec["user"].encode(), spec["password"].encode())
+    return [
+        (b"EHLO bench.example.org\r\n", 250, "EHLO after STARTTLS"),
+        (b"AUTH PLAIN %s\r\n" % base64.b64encode(credentials), 235, "AUTH"),
+        (b"MAIL FROM:<%s>\r\n" % SENDER.encode(), 250, "MAIL"),
+        (b"RCPT TO:<%s>\r\n" % RECIPIENT.encode(), 250, "RCPT"),
+        (b"DATA\r\n", 354, "DATA"),
+        (message + b".\r\n", 250, "end of data"),
+        (b"QUIT\r\n", 221, "QUIT"),
+    ]
+
+
+def client_tls_context(spec: dict[str, Any]) -> ssl.SSLContext | None:
+    """A context that trusts the throw-away certificate ``spec["cafile"]``."""
+    if "cafile" not in spec:
+        return None
+    return ssl.create_default_context(cafile=spec["cafile"])
+
+
 def run_threaded_worker(spec: dict[str, Any]) -> None:
     """smtplib clients, one thread per connection."""
     port = spec["port"]
@@ -253,6 +276,35 @@ def run_threaded_worker(spec: dict[str, Any]) -> None:
         except Exception as exc:  # noqa: BLE001 - reported as a client error
             tally.add_error(exc)
 
+    tls_context = client_tls_context(spec)
+    after_starttls = secure_dialog(spec, message) if tls_context else []
+
+    def starttls_auth() -> None:
+        """A new connection per message: STARTTLS, then AUTH PLAIN."""
+        assert tls_context is not None
+        ready.release()
+        go.wait()
+        try:
+            for _ in range(count):
+                with socket.create_connection((HOST, port), timeout=timeout) as sock:
+                    buf = bytearray()
+                    expect(sock, buf, 220, "greeting")
+                    for command, code, what in (
+                        (b"EHLO bench.example.org\r\n", 250, "EHLO"),
+                        (b"STARTTLS\r\n", 220, "STARTTLS"),
+                    ):
+                        sock.sendall(command)
+                        expect(sock, buf, code, what)
+                    with tls_context.wrap_socket(sock, server_hostname=HOST) as tls:
+                        buf = bytearray()
+                        for command, code, what in after_starttls:
+                            tls.sendall(command)
+                            expect(tls, buf, code, what)
+                tally.add_sent(1)
+            finished.append(time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - reported as a client error
+            tally.add_error(exc)
+
     def pipelining() -> None:
         """An RFC 2920 client: one write and one round trip per message.
 
@@ -311,6 +363,7 @@ def run_threaded_worker(spec: dict[str, Any]) -> None:
         "raw": persistent_raw,
         "connect-per-message": connection_per_message,
         "rfc2920": pipelining,
+        "starttls-auth": starttls_auth,
     }[spec["mode"]]
     threads = [threading.Thread(target=body, daemon=True) for _ in range(spec["conns"])]
     for thread in threads:

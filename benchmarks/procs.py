@@ -173,9 +173,15 @@ class Child:
 class Server:
     """A running target server."""
 
-    def __init__(self, target: Any, loop: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        target: Any,
+        loop: str,
+        timeout: float = 30.0,
+        options: list[str] | None = None,
+    ) -> None:
         argv = [target.python, "-I", SERVERS_SCRIPT, "--serve", target.kind]
-        argv += ["--loop", loop]
+        argv += ["--loop", loop, *(options or [])]
         self.child = Child(argv)
         try:
             port, _, self.module_file = self.child.expect("READY", timeout).partition(

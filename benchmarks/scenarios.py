@@ -11,8 +11,13 @@ machine.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -28,6 +33,10 @@ from .procs import (
     split,
 )
 from .venvs import Target
+
+# The one account of the STARTTLS+AUTH scenario's servers.
+AUTH_USER = "bench"
+AUTH_PASSWORD = "bench-password"
 
 
 def per_message(outcome: dict[str, Any]) -> None:
@@ -46,6 +55,7 @@ def throughput(
     size: int,
     processes: int,
     timeout: float,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     processes = max(1, min(processes, conns))
     per_process = split(conns, processes)
@@ -58,6 +68,7 @@ def throughput(
             "msgs_per_conn": per_conn,
             "size": size,
             "timeout": min(timeout, 60.0),
+            **(extra or {}),
         }
         for n in per_process
     ]
@@ -96,6 +107,30 @@ def scenario_count(
             settings.timeout,
         )
         result["value"] = result[value]
+        return result
+
+    return run
+
+
+def scenario_starttls_auth(
+    conns: int,
+) -> Callable[[Server, Settings], dict[str, Any]]:
+    """A new connection per 1 KB message with STARTTLS and AUTH PLAIN from
+    ``conns`` clients; the result's ``value`` is sessions per second."""
+
+    def run(server: Server, settings: Settings) -> dict[str, Any]:
+        cert, _ = settings.certificate()
+        result = throughput(
+            server,
+            "starttls-auth",
+            conns,
+            settings.tls_sessions,
+            1024,
+            settings.client_processes,
+            settings.timeout,
+            {"cafile": cert, "user": AUTH_USER, "password": AUTH_PASSWORD},
+        )
+        result["value"] = result["msgs_per_s"]
         return result
 
     return run
@@ -275,6 +310,33 @@ def scenario_idle_rss(server: Server, settings: Settings) -> dict[str, Any]:
     }
 
 
+def make_certificate() -> tuple[str, str]:
+    """A throw-away self-signed certificate for 127.0.0.1 and localhost
+    and its key (ECDSA P-256), made by the openssl command: PEM file paths
+    in a temporary directory removed when the run ends."""
+    directory = tempfile.mkdtemp(prefix="smtpd-bench-tls-")
+    atexit.register(shutil.rmtree, directory, True)
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    argv = ["openssl", "req", "-x509", "-nodes", "-days", "2"]
+    argv += ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    argv += ["-subj", "/CN=localhost"]
+    argv += ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    argv += ["-keyout", key, "-out", cert]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise Failed("cannot run openssl to make a certificate: %s" % exc) from None
+    if done.returncode:
+        raise Failed(
+            "openssl req failed (exit status %d): %s"
+            % (done.returncode, done.stderr.strip()[-300:])
+        )
+    return cert, key
+
+
 class Settings:
     """Message counts, durations and timeouts of one run (--quick or not)."""
 
@@ -286,6 +348,7 @@ class Settings:
         self.rfc2920_seconds = 2.0 if quick else 4.0
         self.big_msgs = 12 if quick else 40
         self.connect_msgs = 600 if quick else 2000
+        self.tls_sessions = 300 if quick else 1000
         self.huge_size = 30 * (1 << 20)
         self.idle_cap = args.idle_cap or (2000 if quick else 10000)
         self.idle_rounds = min(self.rounds, args.idle_rounds)
@@ -294,11 +357,25 @@ class Settings:
         self.timeout = 60.0 if quick else 120.0
         self.client_processes = args.client_processes
         self._huge: bytes | None = None
+        self._certificate: tuple[str, str] | None = None
 
     def huge_message(self) -> bytes:
         if self._huge is None:
             self._huge = make_message(self.huge_size)
         return self._huge
+
+    def certificate(self) -> tuple[str, str]:
+        """The run's one certificate and key (made on first use)."""
+        if self._certificate is None:
+            self._certificate = make_certificate()
+        return self._certificate
+
+    def server_options(self, scenario: Scenario) -> list[str]:
+        """The servers.py options a scenario needs (STARTTLS and AUTH)."""
+        if not scenario.secure:
+            return []
+        cert, key = self.certificate()
+        return ["--tls", cert, key, "--auth", "%s:%s" % (AUTH_USER, AUTH_PASSWORD)]
 
 
 class Metric:
@@ -334,6 +411,7 @@ class Scenario:
         kinds: tuple[str, ...] = ("stdlib", "compat", "aiosmtpd", "limit"),
         idle: bool = False,
         expected_failure: str = "",
+        secure: bool = False,
     ) -> None:
         self.name = name
         self.title = title
@@ -343,6 +421,7 @@ class Scenario:
         self.kinds = kinds
         self.idle = idle
         self.expected_failure = expected_failure
+        self.secure = secure  # STARTTLS and AUTH required (servers.py --tls)
 
 
 def cpu_metric(scenario: str, label: str, unit: str = "us") -> Metric:
@@ -550,6 +629,33 @@ def build_scenarios() -> list[Scenario]:
             ],
         )
     )
+    scenarios.append(
+        Scenario(
+            "t",
+            "STARTTLS + AUTH PLAIN + one 1 KB message per connection, 10 clients",
+            scenario_starttls_auth(10),
+            [
+                Metric(
+                    "t",
+                    "value",
+                    "(t) STARTTLS+AUTH x10",
+                    "sess/s",
+                    True,
+                    "server or client CPU: a TLS handshake on each side",
+                ),
+                Metric(
+                    "t",
+                    "cpu_ms_per_msg",
+                    "(t) STARTTLS+AUTH CPU/sess",
+                    "ms",
+                    False,
+                    "server CPU per session (user+system): steady under other load",
+                ),
+            ],
+            kinds=("compat", "aiosmtpd"),
+            secure=True,
+        )
+    )
     return scenarios
 
 
@@ -563,7 +669,9 @@ def measure(target: Target, scenario: Scenario, settings: Settings) -> dict[str,
     started = time.monotonic()
     result: dict[str, Any]
     try:
-        server = Server(target, scenario.loop)
+        server = Server(
+            target, scenario.loop, options=settings.server_options(scenario)
+        )
         overflows = listen_overflows()
         result = scenario.run(server, settings)
         memory = server.memory()

@@ -9,6 +9,11 @@ library at module level and nothing from this package.  It prints
 ``/proc/<pid>/stat``): the orchestrator reads it before and after a
 measurement.
 
+With ``--tls CERT KEY --auth USER:PASSWORD`` (compat and aiosmtpd only)
+the server offers STARTTLS with that certificate (``require_starttls``),
+then AUTH (PLAIN or LOGIN, against that one account), and refuses MAIL
+before both.
+
 KIND is one of:
 
 ``stdlib``, ``compat``
@@ -29,10 +34,21 @@ from __future__ import annotations
 
 import resource
 import signal
+import ssl
 import sys
 import time
+from typing import NamedTuple
 
 HOST = "127.0.0.1"
+
+
+class Secure(NamedTuple):
+    """The certificate, key and only account of a TLS+AUTH server."""
+
+    cert: str
+    key: str
+    user: str
+    password: str
 
 
 def raise_fd_limit() -> None:
@@ -52,18 +68,27 @@ def report_cpu(signum: int, frame: object) -> None:
     print("CPU %.6f" % time.process_time(), flush=True)
 
 
-def serve(kind: str, loop: str) -> None:
+def serve(kind: str, loop: str, secure: Secure | None) -> None:
     raise_fd_limit()
     signal.signal(signal.SIGUSR1, report_cpu)
+    if secure is not None and kind not in ("compat", "aiosmtpd"):
+        raise SystemExit("servers.py: %s has no TLS" % kind)
     if kind == "aiosmtpd":
-        serve_aiosmtpd()
+        serve_aiosmtpd(secure)
     elif kind == "limit":
         serve_limit()
     else:
-        serve_asyncore(kind, loop)
+        serve_asyncore(kind, loop, secure)
 
 
-def serve_asyncore(kind: str, loop: str) -> None:
+def server_tls_context(secure: Secure) -> ssl.SSLContext:
+    """A server-side SSLContext with the certificate and key of ``secure``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(secure.cert, secure.key)
+    return context
+
+
+def serve_asyncore(kind: str, loop: str, secure: Secure | None) -> None:
     import warnings
 
     with warnings.catch_warnings():
@@ -81,12 +106,20 @@ def serve_asyncore(kind: str, loop: str) -> None:
         def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):  # type: ignore[no-untyped-def]
             return None
 
-    server = Sink((HOST, 0), None)
+    options = {}
+    if secure is not None:
+        options = {
+            "tls_context": server_tls_context(secure),
+            "require_starttls": True,
+            "authenticator": {secure.user: secure.password},
+            "auth_required": True,
+        }
+    server = Sink((HOST, 0), None, **options)
     print("READY %d %s" % (server.socket.getsockname()[1], smtpd.__file__), flush=True)
     asyncore.loop(timeout=30.0, use_poll=(loop == "poll"))
 
 
-def serve_aiosmtpd() -> None:
+def serve_aiosmtpd(secure: Secure | None) -> None:
     import asyncio
 
     import aiosmtpd
@@ -98,15 +131,42 @@ def serve_aiosmtpd() -> None:
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
             return "250 OK"
 
+    options = {} if secure is None else aiosmtpd_tls_options(secure)
+
     async def main() -> None:
         handler = Sink()
         event_loop = asyncio.get_running_loop()
-        server = await event_loop.create_server(lambda: SMTP(handler), HOST, 0)
+        server = await event_loop.create_server(
+            lambda: SMTP(handler, **options), HOST, 0
+        )
         port = server.sockets[0].getsockname()[1]
         print("READY %d %s" % (port, aiosmtpd.__file__), flush=True)
         await server.serve_forever()
 
     asyncio.run(main())
+
+
+def aiosmtpd_tls_options(secure: Secure) -> dict[str, object]:
+    """The SMTP() keywords of aiosmtpd for STARTTLS and AUTH as in compat."""
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    account = (secure.user.encode(), secure.password.encode())
+
+    def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+        """PLAIN or LOGIN with the one account; anything else fails."""
+        known = (
+            isinstance(auth_data, LoginPassword)
+            and (auth_data.login, auth_data.password) == account
+        )
+        return AuthResult(success=known, handled=False)
+
+    return {
+        "tls_context": server_tls_context(secure),
+        "require_starttls": True,
+        "authenticator": authenticator,
+        "auth_required": True,
+        "auth_require_tls": True,
+    }
 
 
 # The fixed replies of the limit server, by command verb.
@@ -249,13 +309,41 @@ def limit_input(connection: LimitConnection, data: bytes) -> bytes:
     return b"".join(replies)
 
 
+USAGE = (
+    "usage: servers.py --serve KIND [--loop poll|select]"
+    " [--tls CERT KEY --auth USER:PASSWORD]"
+)
+# each option and how many values follow it
+OPTIONS = {"--loop": 1, "--tls": 2, "--auth": 1}
+
+
+def parse_options(argv: list[str]) -> dict[str, list[str]] | None:
+    """The options after ``--serve KIND``, or None if they do not parse."""
+    found: dict[str, list[str]] = {}
+    while argv:
+        width = OPTIONS.get(argv[0])
+        if width is None or len(argv) <= width:
+            return None
+        found[argv[0]] = argv[1 : width + 1]
+        argv = argv[width + 1 :]
+    if ("--tls" in found) != ("--auth" in found) or ":" not in "".join(
+        found.get("--auth", [":"])
+    ):
+        return None
+    return found
+
+
 def main(argv: list[str]) -> int:
-    """``--serve KIND [--loop poll|select]``."""
-    if argv[:1] != ["--serve"] or len(argv) < 2:
-        print("usage: servers.py --serve KIND [--loop poll|select]", file=sys.stderr)
+    """``--serve KIND [--loop poll|select] [--tls CERT KEY --auth USER:PW]``."""
+    options = parse_options(argv[2:]) if argv[:1] == ["--serve"] else None
+    if options is None or len(argv) < 2:
+        print(USAGE, file=sys.stderr)
         return 2
-    loop = argv[3] if argv[2:3] == ["--loop"] else "poll"
-    serve(argv[1], loop)
+    secure = None
+    if "--tls" in options:
+        user, _, password = options["--auth"][0].partition(":")
+        secure = Secure(*options["--tls"], user, password)
+    serve(argv[1], options.get("--loop", ["poll"])[0], secure)
     return 0
 
 

@@ -30,6 +30,7 @@ import select
 import socket
 import sys
 import time
+import typing
 import warnings
 
 # get_addr_spec and get_angle_addr: names of Python's smtpd module
@@ -38,8 +39,12 @@ from email._header_value_parser import get_addr_spec, get_angle_addr  # noqa: F4
 from typing import Any, NoReturn
 from warnings import warn
 
-from . import _protocol
+from . import _auth, _protocol
 from .asynchat import async_chat, asyncore
+
+# (A name TYPE_CHECKING here would be public: CPython's test__all__ objects.)
+if typing.TYPE_CHECKING:
+    import ssl
 
 __all__ = ["DebuggingServer", "MailmanProxy", "PureProxy", "SMTPChannel", "SMTPServer"]
 
@@ -68,6 +73,7 @@ DATA_SIZE_DEFAULT = 33554432
 # replaced by a test double that lacks them.
 _TCP_NODELAY_OPTION = (socket.IPPROTO_TCP, socket.TCP_NODELAY)
 _SHUT_RDWR = socket.SHUT_RDWR
+_PLAIN_SHUTDOWN = socket.socket.shutdown
 _LISTEN_BACKLOG = 1024
 # accept() errors that mean "not now" rather than "broken", and how long
 # (seconds) to stop accepting after one.
@@ -130,7 +136,15 @@ def _accepted_options(process_message: Any) -> frozenset | None:
         return None
     if names is None:
         return None
-    return frozenset(names & {"mail_options", "rcpt_options"})
+    return frozenset(names & _HANDLER_KEYWORDS)
+
+
+# The keyword arguments process_message() may get, each only when it takes
+# it: mail_options/rcpt_options (3.11's), auth_login and tls_version (with
+# TLS and AUTH turned on).
+_HANDLER_KEYWORDS = frozenset(
+    {"mail_options", "rcpt_options", "auth_login", "tls_version"}
+)
 
 
 def _keyword_parameters(function: Any) -> set[str] | None:
@@ -242,6 +256,17 @@ Options:
   -t, --idle-timeout SECONDS
                       disconnect clients that stay silent this long, after
                       a 421 reply; without it, clients may idle forever
+  --tls-cert FILE --tls-key FILE
+                      offer STARTTLS (RFC 3207) with this certificate
+                      (PEM, chain included) and private key
+  --smtps             implicit TLS instead: every connection is TLS from
+                      its first byte (needs --tls-cert and --tls-key)
+  --require-starttls  refuse every command but EHLO, HELO, NOOP, QUIT and
+                      STARTTLS until TLS is up
+  --auth-user USER:PASSWORD
+                      offer AUTH (PLAIN, LOGIN, CRAM-MD5) and require it
+                      before MAIL; repeat for more users.  With TLS, AUTH
+                      is only offered once TLS is up
   -d, --debug         print protocol details on stderr
   -V, --version       print the version and exit
   -h, --help          print this help and exit
@@ -337,6 +362,11 @@ class SMTPChannel(async_chat):
             pass  # not TCP
         if getattr(server, "idle_timeout", None) is not None:
             self._last_activity = time.monotonic()
+        extensions = _Extensions.of(server)
+        if extensions is not None:
+            self._ext = extensions
+            if _is_tls_socket(conn):  # implicit TLS: the handshake is done
+                self.__note_tls(conn)
         _debug("Peer:", repr(self.peer))
         self.push("220 %s %s" % (self.fqdn, __version__))
 
@@ -355,6 +385,28 @@ class SMTPChannel(async_chat):
         self.received_data: Any = ""
         self.received_lines: list[Any] = []
 
+    # -- TLS and AUTH (opt-in) -------------------------------------------
+    #
+    # Class-level defaults, so that a channel of a server without these
+    # options carries nothing more than Python 3.11's did.
+
+    # The server's TLS/AUTH settings (_Extensions); None when it has none,
+    # and then the channel behaves exactly as 3.11's.
+    _ext: _Extensions | None = None
+    # True once the connection is encrypted (after STARTTLS, or at once
+    # with implicit TLS).
+    _tls_active = False
+    # The AUTH exchange waiting for the client's next response line.
+    _auth_exchange: _auth.Exchange | None = None
+    #: The login the client authenticated as (None before AUTH succeeds).
+    auth_login: str | None = None
+    #: The TLS protocol version in use ("TLSv1.3"), or None in plaintext.
+    tls_version: str | None = None
+    #: ``ssl.SSLSocket.cipher()`` of the connection, or None in plaintext.
+    cipher: tuple[str, str, int] | None = None
+    #: The client's certificate (a dict) when the context asked for one.
+    peercert: dict | None = None
+
     # -- the wire --------------------------------------------------------
 
     # When the client was last heard from (time.monotonic()): set by every
@@ -371,6 +423,42 @@ class SMTPChannel(async_chat):
         if not self._input_closed:
             self._last_activity = time.monotonic()
         async_chat.handle_read(self)
+        if self._tls_active:
+            self.__drain_tls()
+
+    def __drain_tls(self) -> None:
+        """Read what the TLS layer decrypted but the kernel no longer holds.
+
+        select()/poll() only see the kernel's buffer: input that the
+        SSLSocket already took from it would wait for the client's next
+        packet.
+        """
+        sock = self.socket
+        while self.connected and self.socket is sock:
+            try:
+                if not sock.pending():
+                    return
+            except (OSError, ValueError):  # closed meanwhile
+                return
+            async_chat.handle_read(self)
+
+    def recv(self, buffer_size: int) -> bytes:
+        if not self._tls_active:
+            return async_chat.recv(self, buffer_size)
+        try:
+            return async_chat.recv(self, buffer_size)
+        except _tls_module().WANT:
+            # An incomplete TLS record: nothing to hand on yet, as for a
+            # plain socket with no data (asynchat returns quietly).
+            raise BlockingIOError(errno.EAGAIN, "incomplete TLS record") from None
+
+    def send(self, data: Any) -> int:
+        if not self._tls_active:
+            return async_chat.send(self, data)
+        try:
+            return async_chat.send(self, data)
+        except _tls_module().WANT:
+            return 0  # sent again, unchanged, when the socket is writable
 
     def __close_if_idle(self, now: float, timeout: float | None) -> None:
         """Enforce the server's idle timeout.
@@ -390,7 +478,12 @@ class SMTPChannel(async_chat):
         # next pass sends, sees the end, and closes.
         if self._idle_notice_sent:
             try:
-                self.socket.shutdown(_SHUT_RDWR)
+                if self._tls_active:
+                    # The plain socket's shutdown(): an SSLSocket's would
+                    # drop its TLS state and send later bytes in clear.
+                    _PLAIN_SHUTDOWN(self.socket, _SHUT_RDWR)
+                else:
+                    self.socket.shutdown(_SHUT_RDWR)
             except OSError:
                 pass
             return
@@ -472,7 +565,8 @@ class SMTPChannel(async_chat):
         """Act on a complete command line or a complete message."""
         line = self.__take_received()
         if _debugging():
-            print("Data:", repr(self.__decoded_for_debug(line)), file=DEBUGSTREAM)
+            shown = line if self._ext is None else self.__loggable(line)
+            print("Data:", repr(self.__decoded_for_debug(shown)), file=DEBUGSTREAM)
         if self.smtp_state == self.COMMAND:
             if isinstance(line, _protocol.Unstuffer):
                 # the state was changed in the middle of a message
@@ -515,6 +609,9 @@ class SMTPChannel(async_chat):
 
     def __handle_command_line(self, raw: bytes | bytearray) -> None:
         size, self.num_bytes = self.num_bytes, 0
+        if self._auth_exchange is not None:
+            self.__run_guarded(self.__continue_auth, raw, size)
+            return
         if not raw:
             self.push(_BAD_SYNTAX)
             return
@@ -533,7 +630,19 @@ class SMTPChannel(async_chat):
         if not valid:
             self.push(_BAD_SYNTAX)
             return
+        if self._ext is not None:
+            refusal = self.__refusal(command)
+            if refusal is not None:
+                self.push(refusal)
+                return
         method = getattr(self, "smtp_" + command, None)
+        if not method and self._ext is not None:
+            # STARTTLS and AUTH, when the server offers them; a subclass's
+            # own smtp_STARTTLS/smtp_AUTH (found above) comes first.
+            method = self.__extension_command(command)
+            if method is not None:
+                self.__run_guarded(method, arg)
+                return
         if not method:
             self.push('500 Error: command "%s" not recognized' % command)
             return
@@ -542,6 +651,15 @@ class SMTPChannel(async_chat):
                 method(arg)
             else:
                 self._ac_run_unbatched(method, arg)
+        except asyncore.ExitNow:
+            raise
+        except Exception:  # noqa: BLE001 - a failing handler must not end the session
+            self.__recover_from_handler_error()
+
+    def __run_guarded(self, function: Any, *args: Any) -> None:
+        """Run a command handler; an exception gets 451, not a dropped session."""
+        try:
+            function(*args)
         except asyncore.ExitNow:
             raise
         except Exception:  # noqa: BLE001 - a failing handler must not end the session
@@ -585,9 +703,11 @@ class SMTPChannel(async_chat):
             }
         self.__deliver(options)
 
-    def __deliver(self, options: dict[str, list[str]]) -> None:
+    def __deliver(self, options: dict[str, Any]) -> None:
         """Hand the message to the server and answer the client."""
         process_message = self.smtp_server.process_message
+        if self._ext is not None:
+            options = dict(options, **self.__extension_keywords())
         try:
             status = self._ac_run_unbatched(
                 functools.partial(
@@ -691,6 +811,8 @@ class SMTPChannel(async_chat):
         if self.enable_SMTPUTF8:
             self.push("250-SMTPUTF8")
             self.__own_command_size_limits()["MAIL"] += 10
+        if self._ext is not None:
+            self.__ehlo_extensions()
         self.push("250 HELP")
 
     def smtp_NOOP(self, arg: str | None) -> None:
@@ -724,13 +846,16 @@ class SMTPChannel(async_chat):
         return _protocol.parse_params(params)
 
     def smtp_HELP(self, arg: str | None) -> None:
+        supported, syntaxes = _SUPPORTED_COMMANDS, _COMMAND_SYNTAX
+        if self._ext is not None:
+            supported, syntaxes = self.__extended_help()
         if not arg:
-            self.push("250 Supported commands: " + _SUPPORTED_COMMANDS)
+            self.push("250 Supported commands: " + supported)
             return
         command = arg.upper()
-        syntax = _COMMAND_SYNTAX.get(command)
+        syntax = syntaxes.get(command)
         if syntax is None:
-            self.push("501 Supported commands: " + _SUPPORTED_COMMANDS)
+            self.push("501 Supported commands: " + supported)
             return
         if self.extended_smtp and command in ("MAIL", "RCPT"):
             syntax += _PARAMETERS_SYNTAX
@@ -881,6 +1006,199 @@ class SMTPChannel(async_chat):
     def smtp_EXPN(self, arg: str | None) -> None:
         self.push("502 EXPN not implemented")
 
+    # -- STARTTLS (RFC 3207) and AUTH (RFC 4954), opt-in --------------------
+    #
+    # Only reached when the server has tls_context/ssl_context or an
+    # authenticator (self._ext); these are not smtp_* methods, so that a
+    # channel of a server without them answers STARTTLS and AUTH as 3.11's
+    # did, and subclasses find no new smtp_* names.
+
+    def __refusal(self, command: str) -> str | None:
+        """The reply refusing ``command`` in this state, or None to run it."""
+        ext = self._ext
+        assert ext is not None
+        if (
+            ext.require_starttls
+            and not self._tls_active
+            and command not in _ALLOWED_BEFORE_STARTTLS
+        ):
+            return "530 Must issue a STARTTLS command first"
+        if command == "MAIL" and ext.auth_required and self.auth_login is None:
+            return _auth.REQUIRED
+        return None
+
+    def __extension_command(self, command: str) -> Any:
+        ext = self._ext
+        assert ext is not None
+        if command == "STARTTLS" and ext.tls_context is not None:
+            return self.__starttls
+        if command == "AUTH" and ext.authenticator is not None:
+            return self.__auth
+        return None
+
+    def __ehlo_extensions(self) -> None:
+        ext = self._ext
+        assert ext is not None
+        if ext.tls_context is not None and not self._tls_active:
+            self.push("250-STARTTLS")
+        if ext.authenticator is not None and (
+            self._tls_active or not ext.auth_require_tls
+        ):
+            self.push("250-AUTH " + " ".join(ext.mechanisms))
+            limits = self.__own_command_size_limits()
+            limits["AUTH"] = max(limits["AUTH"], _AUTH_LINE_LIMIT)
+
+    def __extended_help(self) -> tuple[str, dict[str, str]]:
+        """HELP's command list and syntax table, with STARTTLS/AUTH if on."""
+        ext = self._ext
+        assert ext is not None
+        syntaxes = dict(_COMMAND_SYNTAX)
+        if ext.tls_context is not None:
+            syntaxes["STARTTLS"] = "STARTTLS"
+        if ext.authenticator is not None:
+            syntaxes["AUTH"] = "AUTH <mechanism> [initial-response]"
+        return " ".join(syntaxes), syntaxes
+
+    def __extension_keywords(self) -> dict[str, Any]:
+        """process_message() keywords for what the server turned on."""
+        ext = self._ext
+        assert ext is not None
+        keywords: dict[str, Any] = {}
+        if ext.authenticator is not None:
+            keywords["auth_login"] = self.auth_login
+        if ext.tls_context is not None or ext.ssl_context is not None:
+            keywords["tls_version"] = self.tls_version
+        return keywords
+
+    def __loggable(self, line: Any) -> Any:
+        """``line`` as DEBUGSTREAM may show it: credentials hidden."""
+        if self.smtp_state != self.COMMAND or not isinstance(line, (bytes, bytearray)):
+            return line
+        if self._auth_exchange is not None:
+            return b"***"  # a response inside an AUTH exchange
+        if line[:5].upper() == b"AUTH ":
+            return _auth.redacted(bytes(line))
+        return line
+
+    def __starttls(self, arg: str | None) -> None:
+        if arg:
+            self.push("501 Syntax error (no parameters allowed)")
+            return
+        if self._tls_active:
+            self.push("503 5.5.1 Error: TLS already active")
+            return
+        ext = self._ext
+        assert ext is not None
+        self.push("220 Ready to start TLS")
+        # Whatever the client sent after STARTTLS in plaintext is dropped
+        # unread: it must not run as if it had come encrypted (the
+        # CVE-2011-0411 kind of command injection).
+        self.ac_in_buffer = b""
+        # The descriptor goes to a Handshake until TLS is up; it sends the
+        # 220 in plaintext first, then wraps the socket.
+        sock = self.socket
+        self.del_channel()
+        _tls_module().Handshake(
+            sock,
+            ext.tls_context,
+            self._map,
+            on_done=self.__tls_started,
+            on_failed=self.__tls_failed,
+            flush=self,
+            server=self.smtp_server,
+        )
+
+    def __tls_started(self, sock: Any) -> None:
+        """The handshake after STARTTLS is done: start the session over."""
+        self.set_socket(sock)
+        self.conn = sock
+        self.__note_tls(sock)
+        # RFC 3207, 4.2: forget what the client said before TLS.
+        self.seen_greeting = ""
+        self.extended_smtp = False
+        self._set_rset_state()
+        self.__dict__.pop("auth_login", None)
+        self.__dict__.pop("_auth_exchange", None)
+        if self._last_activity:
+            self._last_activity = time.monotonic()
+        if sock.pending():
+            self.handle_read()
+
+    def __tls_failed(self, error: BaseException | None) -> None:
+        _debug("TLS handshake failed:", repr(self.peer), error)
+        self.close()
+
+    def __note_tls(self, sock: Any) -> None:
+        self._tls_active = True
+        self.tls_version, self.cipher, self.peercert = _tls_module().facts(sock)
+        _debug("TLS:", self.tls_version, self.cipher)
+
+    def __auth(self, arg: str | None) -> None:
+        ext = self._ext
+        assert ext is not None
+        if not self.seen_greeting:
+            self.push("503 Error: send HELO first")
+            return
+        if ext.auth_require_tls and not self._tls_active:
+            self.push(_auth.ENCRYPTION_REQUIRED)
+            return
+        if self.auth_login is not None:
+            self.push(_auth.ALREADY)
+            return
+        if self.mailfrom:
+            self.push(_auth.IN_TRANSACTION)
+            return
+        if not arg:
+            self.push(_auth.SYNTAX)
+            return
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism not in ext.mechanisms:
+            self.push(_auth.UNRECOGNIZED)
+            return
+        exchange = _auth.Exchange(mechanism, initial.strip() or None, self.fqdn)
+        self.__auth_step(exchange, exchange.start)
+
+    def __continue_auth(self, raw: bytes | bytearray, size: int) -> None:
+        """A response line inside an AUTH exchange (after a 334 challenge)."""
+        exchange = self._auth_exchange
+        assert exchange is not None
+        if size > self.max_command_size_limit:
+            self.__dict__.pop("_auth_exchange", None)
+            self.push("500 Error: line too long")
+            return
+        try:
+            text = bytes(raw).decode("ascii")
+        except UnicodeDecodeError:
+            self.__dict__.pop("_auth_exchange", None)
+            self.push(_auth.CANNOT_DECODE)
+            return
+        self.__auth_step(exchange, exchange.feed, text)
+
+    def __auth_step(self, exchange: _auth.Exchange, step: Any, *args: Any) -> None:
+        """Run one step of the exchange and answer: 334, 235 or an error."""
+        self.__dict__.pop("_auth_exchange", None)
+        # The input buffer is cut lazily; cut it now, so that the line with
+        # the credentials is not kept until the client sends again.
+        self.ac_in_buffer = self.ac_in_buffer
+        try:
+            result = step(*args)
+        except _auth.AuthError as err:
+            self.push(err.reply)
+            return
+        if isinstance(result, str):
+            self._auth_exchange = exchange
+            self.push("334 " + result)
+            return
+        ext = self._ext
+        assert ext is not None
+        # The authenticator is the user's code: unbatched, as commands are.
+        if self._ac_run_unbatched(_auth.verify, ext.authenticator, self, result):
+            self.auth_login = result.login
+            self.push(_auth.SUCCEEDED)
+        else:
+            self.push(_auth.FAILED)
+
 
 # The commands SMTPChannel itself implements.  They run while replies are
 # batched; any other smtp_* method is the user's and runs unbatched (see
@@ -907,6 +1225,72 @@ SMTPChannel._batching_methods = {
 }
 
 _SUPPORTED_COMMANDS = "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY"
+
+# With require_starttls, the commands a client may send before TLS is up.
+_ALLOWED_BEFORE_STARTTLS = frozenset({"EHLO", "HELO", "NOOP", "QUIT", "STARTTLS"})
+# Longest AUTH line (command or response) taken after EHLO offered AUTH:
+# RFC 4954, section 4, asks servers to take at least 12288 octets.
+_AUTH_LINE_LIMIT = 12288
+
+
+class _Extensions:
+    """A server's TLS and AUTH settings, as its channels read them."""
+
+    __slots__ = (
+        "auth_require_tls",
+        "auth_required",
+        "authenticator",
+        "mechanisms",
+        "require_starttls",
+        "ssl_context",
+        "tls_context",
+    )
+
+    def __init__(self, server: Any) -> None:
+        self.tls_context = getattr(server, "tls_context", None)
+        self.ssl_context = getattr(server, "ssl_context", None)
+        self.require_starttls = bool(getattr(server, "require_starttls", False))
+        self.authenticator = getattr(server, "authenticator", None)
+        self.auth_required = bool(getattr(server, "auth_required", False))
+        self.auth_require_tls = bool(getattr(server, "auth_require_tls", True))
+        self.mechanisms = (
+            _auth.mechanisms_for(self.authenticator)
+            if self.authenticator is not None
+            else ()
+        )
+
+    def __repr__(self) -> str:
+        # Never the authenticator itself: it may be a dict of passwords.
+        return "<_Extensions tls=%s smtps=%s auth=%s>" % (
+            self.tls_context is not None,
+            self.ssl_context is not None,
+            self.mechanisms,
+        )
+
+    @classmethod
+    def of(cls, server: Any) -> _Extensions | None:
+        """The settings of ``server``; None when it turned nothing on."""
+        if (
+            getattr(server, "tls_context", None) is None
+            and getattr(server, "ssl_context", None) is None
+            and getattr(server, "authenticator", None) is None
+        ):
+            return None
+        return cls(server)
+
+
+def _tls_module() -> Any:
+    """smtpd_compat._tls, imported on first use (it imports ssl)."""
+    from . import _tls
+
+    return _tls
+
+
+def _is_tls_socket(sock: Any) -> bool:
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(sock, ssl.SSLSocket)
+
+
 _COMMAND_SYNTAX = {
     "EHLO": "EHLO hostname",
     "HELO": "HELO hostname",
@@ -997,6 +1381,13 @@ class SMTPServer(asyncore.dispatcher):
     # Seconds of silence after which a client is sent 421 and disconnected;
     # None (the default, as in CPython) waits forever.
     idle_timeout: float | None = None
+    # TLS and AUTH, all off by default (see __init__).
+    tls_context: Any = None
+    ssl_context: Any = None
+    require_starttls = False
+    authenticator: Any = None
+    auth_required = False
+    auth_require_tls = True
     _next_idle_sweep = 0.0
     _accept_paused_until = 0.0
 
@@ -1010,8 +1401,48 @@ class SMTPServer(asyncore.dispatcher):
         decode_data: bool = False,
         *,
         idle_timeout: float | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        require_starttls: bool = False,
+        authenticator: _auth.Authenticator | None = None,
+        auth_required: bool = False,
+        auth_require_tls: bool = True,
     ) -> None:
+        """Listen on ``localaddr``; the arguments up to ``decode_data`` are 3.11's.
+
+        Keyword-only, all off by default (the server is then 3.11's):
+
+        * ``idle_timeout``: seconds after which a silent client gets 421
+          and is disconnected.
+        * ``tls_context``: a server-side ``ssl.SSLContext``; EHLO offers
+          STARTTLS (RFC 3207).  ``ssl_context``: the same for implicit TLS
+          (SMTPS): every connection is TLS from its first byte.
+        * ``require_starttls``: refuse every command but EHLO, HELO, NOOP,
+          QUIT and STARTTLS with 530 until TLS is up.
+        * ``authenticator``: offer AUTH (RFC 4954).  A mapping of login to
+          password (PLAIN, LOGIN and CRAM-MD5 are offered), or a callable
+          ``(channel, mechanism, login, password) -> bool`` (PLAIN, LOGIN).
+        * ``auth_required``: MAIL is refused with 530 until AUTH succeeded.
+        * ``auth_require_tls``: AUTH is offered and taken only over TLS
+          (538 before); on by default.
+        """
+        if require_starttls and tls_context is None and ssl_context is None:
+            raise ValueError("require_starttls needs a tls_context")
+        if auth_required and authenticator is None:
+            raise ValueError("auth_required needs an authenticator")
         self.idle_timeout = idle_timeout
+        # Set only when given, so that the instance of a server without
+        # them holds what 3.11's did.
+        for name, value, default in (
+            ("tls_context", tls_context, None),
+            ("ssl_context", ssl_context, None),
+            ("require_starttls", require_starttls, False),
+            ("authenticator", authenticator, None),
+            ("auth_required", auth_required, False),
+            ("auth_require_tls", auth_require_tls, True),
+        ):
+            if value is not default:
+                setattr(self, name, value)
         self._localaddr = localaddr
         self._remoteaddr = remoteaddr
         self.data_size_limit = data_size_limit
@@ -1053,6 +1484,12 @@ class SMTPServer(asyncore.dispatcher):
         for dispatcher in list(self._map.values()):  # type: ignore[attr-defined]
             if isinstance(dispatcher, SMTPChannel) and dispatcher.smtp_server is self:
                 dispatcher._SMTPChannel__close_if_idle(now, timeout)
+            elif (
+                getattr(dispatcher, "tls_handshake_for", None) is self
+                and now - dispatcher.started > timeout
+            ):
+                # A TLS handshake that has not finished within the timeout.
+                dispatcher.abort()
 
     def handle_accept(self) -> None:
         # A pass of asyncore's loop costs time in proportion to the number of
@@ -1072,7 +1509,32 @@ class SMTPServer(asyncore.dispatcher):
                 return
             if pair is None:  # nobody (left) waiting
                 return
-            self.handle_accepted(*pair)
+            if self.ssl_context is not None:
+                self.__start_implicit_tls(*pair)
+            else:
+                self.handle_accepted(*pair)
+
+    def __start_implicit_tls(self, conn: Any, addr: Any) -> None:
+        """SMTPS: the handshake first; handle_accepted() once it is done."""
+        _debug("Incoming TLS connection from %s" % repr(addr))
+
+        def accepted(sock: Any) -> None:
+            try:
+                self.handle_accepted(sock, addr)
+            except asyncore.ExitNow:
+                raise
+            except Exception:  # noqa: BLE001 - as an error in handle_accept()
+                sock.close()
+                self.handle_error()
+
+        _tls_module().Handshake(
+            conn,
+            self.ssl_context,
+            self._map,  # type: ignore[attr-defined]
+            on_done=accepted,
+            on_failed=lambda error: _debug("TLS handshake failed:", repr(addr), error),
+            server=self,
+        )
 
     def handle_accepted(self, conn: Any, addr: Any) -> None:
         _debug("Incoming connection from %s" % repr(addr))
@@ -1462,6 +1924,13 @@ class Options:
     size_limit: int | None = None
     enable_SMTPUTF8 = False
     idle_timeout: float | None = None
+    # TLS and AUTH (all off unless asked for).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    smtps = False
+    require_starttls = False
+    # login -> password, from --auth-user; None without it.
+    auth_users: dict[str, str] | None = None
     # Set by parseargs() from the positional arguments.
     localhost: str
     localport: int
@@ -1485,6 +1954,11 @@ def parseargs() -> Options:
                 "debug",
                 "smtputf8",
                 "idle-timeout=",
+                "tls-cert=",
+                "tls-key=",
+                "smtps",
+                "require-starttls",
+                "auth-user=",
             ],
         )
     except getopt.error as exc:
@@ -1509,6 +1983,20 @@ def parseargs() -> Options:
             options.size_limit = _parse_size_option(value)
         elif opt in ("-t", "--idle-timeout"):
             options.idle_timeout = _parse_timeout_option(value)
+        elif opt == "--tls-cert":
+            options.tls_cert = value
+        elif opt == "--tls-key":
+            options.tls_key = value
+        elif opt == "--smtps":
+            options.smtps = True
+        elif opt == "--require-starttls":
+            options.require_starttls = True
+        elif opt == "--auth-user":
+            login, password = _parse_auth_user_option(value)
+            if options.auth_users is None:
+                options.auth_users = {}
+            options.auth_users[login] = password
+    _check_tls_options(options)
 
     if len(args) > 2:
         usage(1, "Invalid arguments: %s" % COMMASPACE.join(args))
@@ -1539,6 +2027,64 @@ def _parse_timeout_option(value: str) -> float:
         print("Invalid timeout: " + value, file=sys.stderr)
         sys.exit(1)
     return seconds
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 1."""
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
+def _parse_auth_user_option(value: str) -> tuple[str, str]:
+    # The password may hold colons: only the first one separates.  The
+    # message never repeats the value, which holds a password.
+    login, colon, password = value.partition(":")
+    if not colon or not login:
+        _fail("Invalid --auth-user: USER:PASSWORD expected")
+    return login, password
+
+
+def _check_tls_options(options: Options) -> None:
+    if (options.tls_cert is None) != (options.tls_key is None):
+        _fail("--tls-cert and --tls-key must be given together")
+    if options.tls_cert is None:
+        if options.smtps:
+            _fail("--smtps needs --tls-cert and --tls-key")
+        if options.require_starttls:
+            _fail("--require-starttls needs --tls-cert and --tls-key")
+
+
+def _tls_server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server-side context with the command line's certificate, or exit."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        _fail(
+            "Cannot load TLS certificate %s and key %s: %s" % (cert_file, key_file, exc)
+        )
+    return context
+
+
+def _tls_and_auth_arguments(options: Options) -> dict[str, Any]:
+    """The SMTPServer keywords the TLS and AUTH options ask for."""
+    extra: dict[str, Any] = {}
+    tls = options.tls_cert is not None and options.tls_key is not None
+    if tls:
+        context = _tls_server_context(options.tls_cert, options.tls_key)  # type: ignore[arg-type]
+        extra["ssl_context" if options.smtps else "tls_context"] = context
+        if options.require_starttls and not options.smtps:
+            extra["require_starttls"] = True
+    if options.auth_users is not None:
+        extra["authenticator"] = options.auth_users
+        extra["auth_required"] = True
+        if not tls:
+            # Without TLS on the command line there is nothing to wait for:
+            # AUTH is offered in plaintext (a local test server).
+            extra["auth_require_tls"] = False
+    return extra
 
 
 def _parse_spec(which: str, spec: str) -> tuple[str, int]:
@@ -1585,10 +2131,11 @@ def _main() -> None:
     options = parseargs()
     server_class = _server_class(options.classname)
     local = (options.localhost, options.localport)
-    extra = {}
+    extra: dict[str, Any] = {}
     if options.idle_timeout is not None:
         # Only when asked for: user classes may not take the argument.
         extra["idle_timeout"] = options.idle_timeout
+    extra.update(_tls_and_auth_arguments(options))
     _raise_open_file_limit()
     try:
         server_class(

@@ -79,6 +79,11 @@ class CapturedMessage:
     parameters of MAIL FROM and of the last accepted RCPT TO, as smtpd
     reports them; with ``decode_data=True`` smtpd does not report them and
     they are empty.
+
+    ``auth_login`` is the user the client authenticated as (None without
+    AUTH) and ``tls`` the TLS protocol version of the connection, such as
+    ``"TLSv1.3"`` (None when the message came in plain text).  The server
+    reports them only when it offers AUTH or TLS; otherwise they are None.
     """
 
     peer: Any
@@ -88,6 +93,8 @@ class CapturedMessage:
     rcpt_options: tuple[str, ...]
     data: bytes | str
     message: EmailMessage = field(compare=False, repr=False)
+    auth_login: str | None = None
+    tls: str | None = None
 
     def __str__(self) -> str:
         subject = self.message.get("Subject")
@@ -126,6 +133,9 @@ class CapturingServer(SMTPServer):
             rcpt_options=tuple(kwargs.get("rcpt_options") or ()),
             data=data,
             message=_parse(data),
+            # Passed by the server only when AUTH or TLS is on.
+            auth_login=kwargs.get("auth_login"),
+            tls=kwargs.get("tls_version"),
         )
         with self._arrival:
             self._captured.append(record)
@@ -176,7 +186,8 @@ class CapturingController(Controller[CapturingServer]):
     """A Controller running a CapturingServer, with its methods at hand.
 
     ``server_class`` may be a subclass of CapturingServer; the keyword
-    arguments are those of Controller and of the server class::
+    arguments are those of Controller (``tls``, ``auth`` and the like
+    included) and of the server class::
 
         with CapturingController(enable_SMTPUTF8=True) as sink:
             ...

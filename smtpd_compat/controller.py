@@ -24,7 +24,11 @@ Example::
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from typing import (
@@ -33,6 +37,7 @@ from typing import (
     Callable,
     Dict,
     Generic,
+    Mapping,
     Tuple,
     TypeVar,
     overload,
@@ -58,6 +63,8 @@ _WILDCARD_TO_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 _TIMEOUTS = (socket.timeout, TimeoutError)
 # Longest greeting line read while checking that the server answers.
 _MAX_GREETING = 4096
+# What to install to get throw-away certificates.
+_TLS_EXTRA = "smtpd-compat[tls]"
 
 
 class ControllerError(RuntimeError):
@@ -95,6 +102,56 @@ def _bound_address(server: asyncore.dispatcher) -> tuple[str, int]:
     return host, port
 
 
+class _Certificates:
+    """A throw-away CA, and a server certificate it signed, made by trustme.
+
+    The CA's certificate is also written to a file of its own (``ca_file``)
+    for clients that want a path; ``remove()`` deletes that file.
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        try:
+            import trustme
+        except ImportError as exc:
+            raise _missing_trustme() from exc
+        self._ca = trustme.CA()
+        self._server_cert = self._ca.issue_cert(*names)
+        self._directory = tempfile.mkdtemp(prefix="smtpd-compat-ca-")
+        self.ca_file = os.path.join(self._directory, "ca.pem")
+        self._ca.cert_pem.write_to_path(self.ca_file)
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._server_cert.configure_cert(context)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        # From the PEM in memory, not ca_file: the context stays usable
+        # after stop() has removed the file.
+        return ssl.create_default_context(
+            cadata=self._ca.cert_pem.bytes().decode("ascii")
+        )
+
+    def remove(self) -> None:
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def _missing_trustme() -> ImportError:
+    return ImportError(
+        "TLS in the smtpd_compat test kit needs the trustme package, which "
+        f"makes its throw-away certificates: pip install '{_TLS_EXTRA}'",
+        name="trustme",
+    )
+
+
+def _certificate_names(host: str) -> list[str]:
+    """The names a client may use to reach a server bound to ``host``."""
+    names = ["localhost", "127.0.0.1", "::1"]
+    if host and host not in _WILDCARD_TO_LOOPBACK and host not in names:
+        names.append(host)
+    return names
+
+
 class Controller(Generic[S]):
     """Runs one SMTP server in a daemon thread on a private socket map.
 
@@ -126,6 +183,24 @@ class Controller(Generic[S]):
     server (on a new port, when ``port`` is 0).  After ``stop()`` the
     ``server`` attribute still refers to the last server, so what it
     recorded can be inspected.
+
+    TLS and AUTH, for code that sends mail the way it does in production
+    (they need a server class taking SMTPServer's ``tls_context``,
+    ``ssl_context``, ``authenticator`` and ``auth_required`` keywords):
+
+    * ``starttls=True`` (or ``tls=True``): the server offers STARTTLS;
+      ``smtps=True``: implicit TLS, the whole connection is encrypted
+      (``tls=True`` with ``smtps=True`` means the same).  Each ``start()``
+      makes a throw-away CA and a certificate for ``localhost``,
+      ``127.0.0.1`` and ``::1`` (and ``host``) with the ``trustme`` package,
+      the ``tls`` extra of smtpd-compat.  ``ca_file`` is the path of the
+      CA's certificate (removed by ``stop()``) and ``client_context()`` an
+      SSLContext that trusts it, so that clients verify the server.
+    * ``auth={"user": "password", ...}``: the server offers AUTH (PLAIN,
+      LOGIN, CRAM-MD5) for these users; ``auth_required=True`` refuses
+      MAIL before a successful AUTH.  With TLS on, AUTH is only offered
+      once TLS is up, as a production server does; without TLS it is
+      offered in plain text (pass ``auth_require_tls`` to decide otherwise).
     """
 
     #: The server being run (the last one after ``stop()``), or None
@@ -134,6 +209,9 @@ class Controller(Generic[S]):
     #: The address the server is bound to: set by ``start()``.
     host: str | None
     port: int | None
+    #: Path of the throw-away CA's certificate (PEM) while a server with TLS
+    #: runs, None otherwise.
+    ca_file: str | None
 
     @overload
     def __init__(
@@ -147,6 +225,11 @@ class Controller(Generic[S]):
         stop_timeout: float = ...,
         poll_interval: float = ...,
         expect_greeting: bool = ...,
+        tls: bool = ...,
+        starttls: bool = ...,
+        smtps: bool = ...,
+        auth: Mapping[str, str] | None = ...,
+        auth_required: bool = ...,
         **server_kwargs: Any,
     ) -> None: ...
 
@@ -175,15 +258,51 @@ class Controller(Generic[S]):
         stop_timeout: float = 5.0,
         poll_interval: float = 0.5,
         expect_greeting: bool = True,
+        tls: bool = False,
+        starttls: bool = False,
+        smtps: bool = False,
+        auth: Mapping[str, str] | None = None,
+        auth_required: bool = False,
         **server_kwargs: Any,
     ) -> None:
         if (server_class is None) == (factory is None):
             raise TypeError("Controller() needs either a server class or factory=")
-        if factory is not None and (server_kwargs or remoteaddr is not None):
+        kit_options = tls or starttls or smtps or auth is not None or auth_required
+        if factory is not None and (
+            server_kwargs or remoteaddr is not None or kit_options
+        ):
             raise TypeError(
                 "server arguments cannot be combined with factory=; "
                 "let the factory pass them"
             )
+        if starttls and smtps:
+            raise TypeError("starttls=True and smtps=True exclude each other")
+        if (tls or starttls or smtps) and (
+            "tls_context" in server_kwargs or "ssl_context" in server_kwargs
+        ):
+            raise TypeError(
+                "tls=/starttls=/smtps= make the server's context; "
+                "do not give tls_context= or ssl_context= as well"
+            )
+        if auth is not None and "authenticator" in server_kwargs:
+            raise TypeError("give either auth= or authenticator=, not both")
+        if auth_required and auth is None and "authenticator" not in server_kwargs:
+            raise TypeError("auth_required=True needs auth={user: password}")
+        #: "starttls", "smtps" or None.
+        self.tls_mode = "smtps" if smtps else "starttls" if tls or starttls else None
+        if self.tls_mode is not None:
+            # Fail now, not at start(), when the certificates cannot be made.
+            try:
+                import trustme  # noqa: F401
+            except ImportError as exc:
+                raise _missing_trustme() from exc
+        if auth is not None:
+            # A copy: the server's mapping must not change under it.
+            server_kwargs["authenticator"] = dict(auth)
+            if self.tls_mode is None:
+                server_kwargs.setdefault("auth_require_tls", False)
+        if auth_required:
+            server_kwargs["auth_required"] = True
         self.server_class = server_class
         self.server_kwargs = server_kwargs
         self.remoteaddr = remoteaddr
@@ -196,6 +315,8 @@ class Controller(Generic[S]):
         self.server = None
         self.host = None
         self.port = None
+        self.ca_file = None
+        self._certificates: _Certificates | None = None
         # Serialises start() and stop() (stop() from the loop thread
         # itself excepted, see there).
         self._lock = threading.Lock()
@@ -224,6 +345,19 @@ class Controller(Generic[S]):
             raise RuntimeError("the controller has not been started")
         return self.host, self.port
 
+    def client_context(self) -> ssl.SSLContext:
+        """An SSLContext for clients, trusting the server's throw-away CA.
+
+        It verifies the certificate and the host name as usual: connect to
+        ``localhost``, ``127.0.0.1`` or ``::1`` (or ``host``).  Available
+        while the server runs with TLS, and still after ``stop()``.
+        """
+        if self._certificates is None:
+            if self.tls_mode is None:
+                raise RuntimeError(f"{self!r} was made without tls=True")
+            raise RuntimeError("the controller has not been started")
+        return self._certificates.client_context()
+
     def start(self) -> Self:
         """Build the server, start the loop thread, wait until it answers.
 
@@ -238,16 +372,25 @@ class Controller(Generic[S]):
             sock_map: dict[int, Any] = {}
             self._stopping.clear()
             self._loop_error = None
+            certificates = None
+            if self.tls_mode is not None:
+                certificates = _Certificates(
+                    _certificate_names(self.requested_address[0])
+                )
             wake_reader, wake_writer = socket.socketpair()
             try:
                 _Waker(wake_reader, map=sock_map)
-                server = self._build_server(sock_map)
+                server = self._build_server(sock_map, certificates)
                 host, port = _bound_address(server)
             except BaseException:
                 wake_writer.close()
                 asyncore.close_all(map=sock_map, ignore_all=True)
                 wake_reader.close()  # in case _Waker() itself failed
+                if certificates is not None:
+                    certificates.remove()
                 raise
+            self._certificates = certificates
+            self.ca_file = certificates.ca_file if certificates else None
             self._wake_socket = wake_writer
             self.server = server
             self.host, self.port = host, port
@@ -300,16 +443,22 @@ class Controller(Generic[S]):
 
     # -- internals -------------------------------------------------------------
 
-    def _build_server(self, sock_map: dict[int, Any]) -> S:
+    def _build_server(
+        self, sock_map: dict[int, Any], certificates: _Certificates | None
+    ) -> S:
         localaddr = self.requested_address
         if self.factory is not None:
             server = self.factory(localaddr, sock_map)
         else:
             assert self.server_class is not None
             server_class: Any = self.server_class
-            server = server_class(
-                localaddr, self.remoteaddr, map=sock_map, **self.server_kwargs
-            )
+            kwargs = dict(self.server_kwargs)
+            if certificates is not None:
+                context_keyword = (
+                    "ssl_context" if self.tls_mode == "smtps" else "tls_context"
+                )
+                kwargs[context_keyword] = certificates.server_context()
+            server = server_class(localaddr, self.remoteaddr, map=sock_map, **kwargs)
         if getattr(server, "_map", None) is not sock_map or server not in (
             sock_map.values()
         ):
@@ -375,7 +524,14 @@ class Controller(Generic[S]):
         """Connect to the server and (normally) read its greeting line."""
         assert self.host is not None and self.port is not None
         host = _WILDCARD_TO_LOOPBACK.get(self.host, self.host)
-        with socket.create_connection((host, self.port), timeout=timeout) as probe:
+        probe = socket.create_connection((host, self.port), timeout=timeout)
+        try:
+            if self.tls_mode == "smtps":
+                # Implicit TLS: the greeting comes after the handshake, which
+                # also shows that the certificate is one clients accept.
+                assert self._certificates is not None
+                context = self._certificates.client_context()
+                probe = context.wrap_socket(probe, server_hostname=host)
             if not self.expect_greeting:
                 return
             received = b""
@@ -384,6 +540,8 @@ class Controller(Generic[S]):
                 if not chunk:
                     raise ConnectionError("the server closed without a greeting")
                 received += chunk
+        finally:
+            probe.close()
 
     def _request_stop(self) -> None:
         self._stopping.set()
@@ -409,6 +567,10 @@ class Controller(Generic[S]):
         if self._wake_socket is not None:
             self._wake_socket.close()
             self._wake_socket = None
+        if self._certificates is not None:
+            # client_context() keeps working; only the file goes.
+            self._certificates.remove()
+            self.ca_file = None
         error, self._loop_error = self._loop_error, None
         if error is not None:
             raise ControllerError(

@@ -16,17 +16,23 @@ pytest.
 Settings, from the weakest to the strongest:
 
 * ini options ``smtpd_server_host``, ``smtpd_server_decode_data``,
-  ``smtpd_server_smtputf8`` and ``smtpd_server_data_size_limit``;
+  ``smtpd_server_smtputf8``, ``smtpd_server_data_size_limit``,
+  ``smtpd_server_tls``, ``smtpd_server_starttls``, ``smtpd_server_smtps``,
+  ``smtpd_server_auth`` (``user:password`` words) and
+  ``smtpd_server_auth_required``;
 * ``@pytest.mark.smtpd_server(...)`` on a module (``pytestmark``), class or
   test function, the closest one winning per keyword.  Its keywords are
   those of ``CapturingController``: ``host``, ``decode_data``,
   ``enable_SMTPUTF8``, ``data_size_limit``, ``server_class`` (a
-  CapturingServer subclass), any other argument of the server class, and
-  ``ready_timeout``/``stop_timeout``.
+  CapturingServer subclass), ``tls``, ``starttls``, ``smtps``, ``auth``
+  (a mapping user -> password), ``auth_required``, any other argument of
+  the server class, and ``ready_timeout``/``stop_timeout``.
 
 ``decode_data`` and ``enable_SMTPUTF8`` exclude each other: turning one on
 turns off the other where it was turned on at a farther level; both on at
-the same level is a usage error (see ``_fixture_options``).
+the same level is a usage error (see ``_fixture_options``).  ``tls``,
+``starttls`` and ``smtps`` choose the TLS mode together: a marker naming
+any of them replaces what farther levels said about all three.
 """
 
 from __future__ import annotations
@@ -43,6 +49,15 @@ __all__ = ["pytest_addoption", "pytest_configure", "smtpd_server"]
 _MARKER = "smtpd_server"
 # The two server options that exclude each other.
 _EXCLUSIVE = ("decode_data", "enable_SMTPUTF8")
+# The keywords choosing the TLS mode, settled as one setting.
+_TLS_MODE = ("tls", "starttls", "smtps")
+# Boolean ini options of the test kit's TLS and AUTH keywords.
+_KIT_FLAGS = {
+    "tls": "offer STARTTLS with a throw-away certificate (tls=True)",
+    "starttls": "offer STARTTLS with a throw-away certificate (starttls=True)",
+    "smtps": "implicit TLS with a throw-away certificate (smtps=True)",
+    "auth_required": "refuse MAIL before AUTH (auth_required=True)",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,6 +85,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "limit (default: smtpd's 33554432)",
         default="",
     )
+    for name, help_text in _KIT_FLAGS.items():
+        parser.addini(
+            f"smtpd_server_{name}",
+            f"smtpd_server fixture: {help_text}",
+            type="bool",
+            default=False,
+        )
+    parser.addini(
+        "smtpd_server_auth",
+        "smtpd_server fixture: offer AUTH to these users, as user:password "
+        "words (auth={user: password})",
+        type="args",
+        default=[],
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,7 +107,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "smtpd_server(**options): options of the smtpd_server fixture "
-        "(host, decode_data, enable_SMTPUTF8, data_size_limit, server_class, ...)",
+        "(host, decode_data, enable_SMTPUTF8, data_size_limit, server_class, "
+        "tls, starttls, smtps, auth, auth_required, ...)",
     )
 
 
@@ -98,6 +128,21 @@ def _ini_options(config: pytest.Config) -> dict[str, Any]:
             raise pytest.UsageError(
                 f"smtpd_server_data_size_limit must be a number or 'none', not {limit!r}"
             ) from None
+    # Only the settings that are on: with none of them the controller is
+    # built exactly as before they existed.
+    for name in _KIT_FLAGS:
+        if config.getini(f"smtpd_server_{name}"):
+            options[name] = True
+    users: dict[str, str] = {}
+    for word in config.getini("smtpd_server_auth"):
+        user, colon, password = word.partition(":")
+        if not colon or not user:
+            raise pytest.UsageError(
+                f"smtpd_server_auth takes user:password words, not {word!r}"
+            )
+        users[user] = password
+    if users:
+        options["auth"] = users
     return options
 
 
@@ -143,6 +188,9 @@ def _fixture_options(node: pytest.Item) -> dict[str, Any]:
             ):
                 options[other] = False
                 del turned_on[other]
+        if any(name in mark.kwargs for name in _TLS_MODE):
+            for name in _TLS_MODE:
+                options.pop(name, None)
         options.update(mark.kwargs)
         for name in _EXCLUSIVE:
             if name not in mark.kwargs:

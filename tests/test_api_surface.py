@@ -234,11 +234,20 @@ else:
 # Parameters we have beyond the reference's, by "Class.method": each must
 # come after all of the reference's parameters, so that every call that
 # worked with 3.11 still means the same.
+# README "TLS and AUTH (opt-in)": keyword only, all off by default.
+TLS_AND_AUTH = {
+    "tls_context",
+    "ssl_context",
+    "require_starttls",
+    "authenticator",
+    "auth_required",
+    "auth_require_tls",
+}
 ALLOWED_EXTRA_PARAMETERS = {
     # README "Robustness / Idle clients": an opt-in idle timeout, keyword
     # only, so no positional call can reach it by accident.
-    "SMTPServer.__init__": {"idle_timeout"},
-    "DebuggingServer.__init__": {"idle_timeout"},
+    "SMTPServer.__init__": {"idle_timeout", *TLS_AND_AUTH},
+    "DebuggingServer.__init__": {"idle_timeout", *TLS_AND_AUTH},
     # README "Differences from the standard library": PureProxy relays (3.11
     # raised TypeError on every message because its process_message() had no
     # **kwargs while the channel passed mail_options/rcpt_options).

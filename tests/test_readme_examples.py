@@ -235,6 +235,70 @@ def signup(address, smtp_host, smtp_port):
     _send(address, "Welcome", "Glad to have you.", smtp_host, smtp_port)
 """
 
+
+def check_tls_starttls_login(namespace: dict[str, Any]) -> None:
+    mail = namespace["mail"]
+    assert (mail.mail_from, mail.rcpt_tos) == ("ann@example.com", ("bob@example.com",))
+    assert namespace["sink"].ca_file is None  # removed by stop()
+
+
+def check_tls_smtps(namespace: dict[str, Any]) -> None:
+    mail = namespace["mail"]
+    assert mail.tls in ("TLSv1.2", "TLSv1.3")
+    assert mail.auth_login is None
+
+
+def check_tls_from_aiosmtpd(namespace: dict[str, Any]) -> None:
+    controller = namespace["controller"]
+    with controller:
+        with smtplib.SMTP("localhost", controller.port, timeout=TIMEOUT) as client:
+            client.starttls(context=controller.client_context())
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login("ann", "wrong")
+            client.login("ann", "s3cret")
+            client.sendmail(SENDER, [RECIPIENT], message_text())
+        assert controller.server.mails == [
+            ("ann", message_text().replace("\r\n", "\n").rstrip("\n").encode())
+        ]
+
+
+def check_tls_aiosmtpd_before(namespace: dict[str, Any]) -> None:
+    """The aiosmtpd code is right about aiosmtpd (checked without a port)."""
+    import asyncio
+
+    # Only this example needs aiosmtpd (a test dependency, see tox.ini).
+    from aiosmtpd.smtp import Envelope, LoginPassword, Session
+
+    controller = namespace["controller"]
+    check_password = namespace["check_password"]
+    assert controller.SMTP_kwargs["tls_context"] is namespace["server_context"]
+    assert controller.SMTP_kwargs["authenticator"] is check_password
+    assert controller.SMTP_kwargs["auth_required"] is True
+    good = LoginPassword(b"ann", b"s3cret")
+    assert check_password(None, None, None, "PLAIN", good).success
+    bad = LoginPassword(b"ann", b"wrong")
+    assert not check_password(None, None, None, "PLAIN", bad).success
+    session, envelope = Session(loop=None), Envelope()
+    session.auth_data = good
+    envelope.content = b"Subject: hi\r\n\r\n"
+    handler = controller.handler
+    assert asyncio.run(handler.handle_DATA(None, session, envelope)) == "250 OK"
+    assert handler.mails == [(b"ann", b"Subject: hi\r\n\r\n")]
+
+
+SENDING_WITH_LOGIN = """
+import smtplib
+
+
+def send_daily_report(host, port, user, password, ssl_context):
+    with smtplib.SMTP(host, port, timeout=5) as client:
+        client.starttls(context=ssl_context)
+        client.login(user, password)
+        client.sendmail(
+            "reports@example.com", ["boss@example.com"], "Subject: daily\\r\\n\\r\\nAll well."
+        )
+"""
+
 EXAMPLES: dict[str, Example] = {
     "controller-factory": Example(
         setup="""
@@ -268,6 +332,48 @@ def test_the_ini_settings_apply(smtpd_server):
     "sink-controller": Example(
         setup=SENDING_HELPERS, outcome={"passed": 1}, prelude_previous=True
     ),
+    "tls-starttls-login": Example(check=check_tls_starttls_login),
+    "tls-smtps": Example(check=check_tls_smtps),
+    "tls-fixture": Example(setup=SENDING_WITH_LOGIN, outcome={"passed": 1}),
+    "tls-ini": Example(
+        setup="""
+import smtplib
+
+import pytest
+
+
+def test_the_ini_settings_apply(smtpd_server):
+    assert smtpd_server.tls_mode == "starttls"
+    with smtplib.SMTP("localhost", smtpd_server.port, timeout=5) as client:
+        client.starttls(context=smtpd_server.client_context())
+        with pytest.raises(smtplib.SMTPSenderRefused):
+            client.sendmail("a@example.com", ["b@example.com"], "x")
+        client.login("bob", "hunter2")
+        client.sendmail("a@example.com", ["b@example.com"], "x")
+    [mail] = smtpd_server.wait_for(1)
+    assert mail.auth_login == "bob"
+
+
+@pytest.mark.smtpd_server(smtps=True)
+def test_a_marker_settles_the_mode(smtpd_server):
+    assert smtpd_server.tls_mode == "smtps"
+    with smtplib.SMTP_SSL(
+        "localhost", smtpd_server.port, context=smtpd_server.client_context(),
+        timeout=5,
+    ) as client:
+        client.login("ann", "s3cret")
+""",
+        outcome={"passed": 2},
+    ),
+    "tls-aiosmtpd-before": Example(
+        setup="""
+import ssl
+
+server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+""",
+        check=check_tls_aiosmtpd_before,
+    ),
+    "tls-from-aiosmtpd": Example(check=check_tls_from_aiosmtpd),
 }
 
 
