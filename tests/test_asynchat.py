@@ -683,6 +683,10 @@ def test_batched_replies_on_a_socket_without_sendmsg(private_map):
         replies = b"250 OK\r\n" * 3
         received = drain(client, private_map, len(replies))
         assert received == replies
+        # A piece larger than ac_out_buffer_size goes out in parts.
+        large = bytes(range(256)) * 400  # 100 KiB in one producer piece
+        channel.push_with_producer(asynchat.simple_producer(large, len(large)))
+        assert drain(client, private_map, len(large)) == large
     finally:
         client.close()
 
@@ -706,5 +710,28 @@ def test_batching_channel_sends_producers_and_empty_pieces_at_once(private_map):
         channel.initiate_send()
         assert recv_exactly(client, 22) == b"after an empty piece\r\n"
         assert not channel.writable()
+    finally:
+        client.close()
+
+
+def test_batching_channel_waits_on_a_full_socket(private_map):
+    """Output that fills the socket waits, none of it lost."""
+    server = RecordingServer(("127.0.0.1", 0), None, map=private_map)
+    client = socket.create_connection(server.socket.getsockname()[:2], timeout=TIMEOUT)
+    try:
+        asyncore.loop(timeout=TIMEOUT, count=1, map=private_map)  # accept
+        (channel,) = [d for d in private_map.values() if d is not server]
+        assert channel._ac_batching()
+        assert recv_exactly(client, len(GREETING)) == GREETING
+        # 16 MiB queued at once: more than the socket buffers hold.
+        pieces = [bytes([n]) * 65536 for n in range(256)]
+        channel._deferring_send = True
+        for piece in pieces:
+            asynchat.async_chat.push(channel, piece)
+        channel._deferring_send = False
+        channel.initiate_send()
+        assert channel.writable()  # the socket is full: the rest waits
+        expected = b"".join(pieces)
+        assert drain(client, private_map, len(expected)) == expected
     finally:
         client.close()
