@@ -726,11 +726,21 @@ def test_batching_channel_waits_on_a_full_socket(private_map):
         # 16 MiB queued at once: more than the socket buffers hold.
         pieces = [bytes([n]) * 65536 for n in range(256)]
         channel._deferring_send = True
-        for piece in pieces:
+        asynchat.async_chat.push(channel, pieces[0])
+        asynchat.async_chat.push(channel, b"")
+        for piece in pieces[1:]:
             asynchat.async_chat.push(channel, piece)
         channel._deferring_send = False
         channel.initiate_send()
         assert channel.writable()  # the socket is full: the rest waits
+        # What waits is counted as its bytes plus a cost per piece.
+        fifo = channel.producer_fifo
+        backlog = sum(map(len, fifo)) + asynchat._ITEM_COST * len(fifo)
+        channel.ac_out_pending_limit = backlog
+        assert channel.readable()
+        channel.ac_out_pending_limit = backlog - 1
+        assert not channel.readable()
+        del channel.ac_out_pending_limit
         expected = b"".join(pieces)
         assert drain(client, private_map, len(expected)) == expected
     finally:
