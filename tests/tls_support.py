@@ -11,7 +11,7 @@ import socket
 import ssl
 
 import trustme
-from conftest import TIMEOUT
+from conftest import TIMEOUT, RawClient
 
 
 class Certificates:
@@ -47,47 +47,14 @@ def plain(login, password, authzid=""):
     return b64("%s\0%s\0%s" % (authzid, login, password))
 
 
-class TLSLineClient:
-    """A line client on an (already wrapped) SSL socket."""
+class TLSLineClient(RawClient):
+    """conftest's RawClient on a socket that is already connected and wrapped."""
 
     def __init__(self, sock):
         self.sock = sock
         self.sock.settimeout(TIMEOUT)
         self.buffer = b""
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        self.sock.sendall(data)
-
-    def read_line(self):
-        while b"\r\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError(self.buffer)
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\r\n")
-        return line + b"\r\n"
-
-    def read_reply(self):
-        lines = []
-        while True:
-            line = self.read_line()
-            lines.append(line)
-            if line[3:4] != b"-":
-                return b"".join(lines)
-
-    def cmd(self, line):
-        if isinstance(line, str):
-            line = line.encode("utf-8")
-        self.send(line + b"\r\n")
-        return self.read_reply()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:  # pragma: no cover
-            pass
+        self.greeting = None
 
 
 def starttls(raw_client, context):
