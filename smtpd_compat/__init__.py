@@ -191,9 +191,13 @@ def _signature_parameters(function: Any) -> set[str] | None:
     for parameter in parameters:
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
             return None
-        if parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
-            names.add(parameter.name)
+        if parameter.kind in _NO_KEYWORD:  # neither can be passed by name
+            continue
+        names.add(parameter.name)
     return names
+
+
+_NO_KEYWORD = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL)
 
 
 def _code_behind(function: Any) -> Any:

@@ -429,6 +429,90 @@ class ReadCountingServer(RecordingServer):
         RecordingServer.__init__(self, *args, **kwargs)
 
 
+def run_cli(*args, **kwargs):
+    """Run the CLI to completion and return the CompletedProcess."""
+    env = subprocess_env(kwargs.pop("extra_paths", ()))
+    return subprocess.run(
+        [sys.executable, "-m", "smtpd_compat"] + list(args),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        timeout=30,
+        **kwargs,
+    )
+
+
+@pytest.fixture(params=["child process", "in process"])
+def cli(request):
+    """Run the command line to completion: in a child interpreter, as users
+    do, and as ``_main()`` in this process (see conftest.main_in_process).
+    Both must print the same and exit with the same status."""
+    if request.param == "child process":
+        return run_cli
+    return request.getfixturevalue("main_in_process")
+
+
+class CLIRun:
+    """What one run of the command line did: exit status, output, effects."""
+
+    def __init__(self):
+        self.returncode = 0
+        self.stdout = ""
+        self.stderr = ""
+        #: Dispatchers the run registered (its server), closed at teardown.
+        self.servers = []
+        #: Keyword arguments of each asyncore.loop() call.
+        self.loop_calls = []
+        #: The uids os.setuid() was called with.
+        self.setuid_calls = []
+
+
+@pytest.fixture
+def main_in_process(monkeypatch, capsys):
+    """Factory: run ``python -m smtpd_compat ARGS`` as ``_main()`` in this process.
+
+    The same code as the child process runs, minus the event loop:
+    ``asyncore.loop`` and ``os.setuid`` only record their calls (the loop
+    may be told to raise with ``loop_raises``).  Module globals the options
+    change (DEBUGSTREAM) are restored and the servers closed afterwards.
+    Tests that spawn the real command line cannot be traced to the
+    functions they exercise; these can (coverage, mutation testing).
+    """
+    runs = []
+
+    def run(*args, loop_raises=None):
+        result = CLIRun()
+        runs.append(result)
+
+        def loop(**kwargs):
+            result.loop_calls.append(kwargs)
+            if loop_raises is not None:
+                raise loop_raises
+
+        monkeypatch.setattr(sys, "argv", ["smtpd_compat", *args])
+        monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", smtpd_compat.DEBUGSTREAM)
+        monkeypatch.setattr(asyncore, "loop", loop)
+        monkeypatch.setattr(os, "setuid", result.setuid_calls.append)
+        before = set(asyncore.socket_map)
+        try:
+            smtpd_compat._main()
+        except SystemExit as exc:
+            result.returncode = 0 if exc.code is None else exc.code
+        finally:
+            result.servers = [
+                asyncore.socket_map[fd] for fd in set(asyncore.socket_map) - before
+            ]
+        result.stdout, result.stderr = capsys.readouterr()
+        return result
+
+    yield run
+    for result in runs:
+        for server in result.servers:
+            server.close()
+
+
 def send_in_separate_reads(client, server, *pieces):
     """Send each piece only after ``server`` (a ReadCountingServer) read the last.
 

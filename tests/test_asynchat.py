@@ -1,6 +1,8 @@
 """The asynchat layer: smtpd_compat.asynchat.async_chat / simple_producer."""
 
+import select
 import socket
+import struct
 import time
 from collections import deque
 
@@ -745,3 +747,31 @@ def test_batching_channel_waits_on_a_full_socket(private_map):
         assert drain(client, private_map, len(expected)) == expected
     finally:
         client.close()
+
+
+def test_gathered_send_to_a_reset_client_closes_quietly(private_map):
+    """sendmsg() failing because the client is gone (reset) closes the
+    channel as a disconnect does: nothing logged, no exception."""
+    server = RecordingServer(("127.0.0.1", 0), None, map=private_map)
+    client = socket.create_connection(server.socket.getsockname()[:2], timeout=TIMEOUT)
+    asyncore.loop(timeout=TIMEOUT, count=1, map=private_map)  # accept
+    (channel,) = [d for d in private_map.values() if d is not server]
+    logged = []
+    channel.log_info = lambda message, type="info": logged.append(message)
+    assert channel._ac_batching()
+    assert recv_exactly(client, len(GREETING)) == GREETING
+    # SO_LINGER with a zero timeout: close() resets the connection.
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    # The reset has arrived when the server's socket turns readable; the
+    # channel has not read it (the loop is not run): the send finds it.
+    assert select.select([channel.socket], [], [], TIMEOUT)[0]
+    channel._deferring_send = True  # as while the commands of a read run
+    channel.push("250 one")
+    channel.push("250 two")
+    channel._deferring_send = False
+    channel.initiate_send()
+    assert channel not in private_map.values()
+    assert logged == []
+    # Nothing counts as sent that did not leave.
+    assert b"".join(channel.producer_fifo) == b"250 one\r\n250 two\r\n"

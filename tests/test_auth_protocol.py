@@ -329,6 +329,21 @@ def test_credentials_never_reach_debugstream_or_repr(serve, connect, monkeypatch
             assert secret not in text
 
 
+def test_message_text_that_looks_like_auth_is_logged_as_sent(
+    serve, connect, monkeypatch
+):
+    """Only AUTH commands are hidden: a message is shown on DEBUGSTREAM
+    as 3.11 shows it, even where a line of it reads like one."""
+    stream = io.StringIO()
+    monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", stream)
+    client = connect(auth_server(serve))
+    ehlo_lines(client)
+    assert client.cmd("AUTH PLAIN " + plain("ann", "s3cret")).startswith(b"235 ")
+    body = b"AUTH PLAIN not-a-secret\r\n\r\nbody"
+    assert do_transaction(client, body=body, greet=None) == b"250 OK\r\n"
+    assert "Data: %r\n" % body in stream.getvalue()
+
+
 def test_an_authenticator_that_raises_gets_451(serve, connect):
     def broken(channel, mechanism, login, password):
         raise RuntimeError("database down")

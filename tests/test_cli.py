@@ -2,6 +2,7 @@
 
 import errno
 import os
+import select
 import signal
 import smtplib
 import socket
@@ -10,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import TIMEOUT, requires_ipv6, start_cli, subprocess_env
+from conftest import TIMEOUT, requires_ipv6, run_cli, start_cli, subprocess_env
 
 import smtpd_compat
 from smtpd_compat import asyncore
@@ -19,21 +20,6 @@ VERSION = "Python SMTP proxy version 0.3"
 SETUID_ERROR = 'Cannot setuid "nobody"; try running with -n option.'
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals used")
-
-
-def run_cli(*args, **kwargs):
-    """Run the CLI to completion and return the CompletedProcess."""
-    env = subprocess_env(kwargs.pop("extra_paths", ()))
-    return subprocess.run(
-        [sys.executable, "-m", "smtpd_compat"] + list(args),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        check=False,
-        text=True,
-        env=env,
-        timeout=30,
-        **kwargs,
-    )
 
 
 class RunningCLI:
@@ -90,8 +76,8 @@ def start_cli_fixture():
 
 
 @pytest.mark.parametrize("option", ["-V", "--version"])
-def test_version(option):
-    result = run_cli(option)
+def test_version(cli, option):
+    result = cli(option)
     assert result.returncode == 0
     assert result.stdout == VERSION + "\n"
 
@@ -118,8 +104,8 @@ def help_text():
 
 
 @pytest.mark.parametrize("option", ["-h", "--help"])
-def test_help(option, help_text):
-    result = run_cli(option)
+def test_help(cli, option, help_text):
+    result = cli(option)
     assert (result.returncode, result.stdout) == (0, "")
     assert result.stderr == help_text
     assert help_text.startswith(USAGE_FIRST_LINE)
@@ -147,8 +133,8 @@ def test_help_states_the_real_size_default(help_text, start_cli):
         (["-c"], "option -c requires argument"),
     ],
 )
-def test_bad_option(args, message, help_text):
-    result = run_cli(*args)
+def test_bad_option(cli, args, message, help_text):
+    result = cli(*args)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == help_text + message + "\n"
 
@@ -164,18 +150,25 @@ def test_bad_option(args, message, help_text):
         (["a", "b", "c"], "Invalid arguments: a, b, c"),
     ],
 )
-def test_bad_arguments(args, message, help_text):
-    result = run_cli("-n", *args)
+def test_bad_arguments(cli, args, message, help_text):
+    result = cli("-n", *args)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == help_text + message + "\n"
 
 
 @pytest.mark.parametrize("value", ["abc", "1.5", "", "-1", "-33554432", "--1"])
-def test_invalid_size(value):
+def test_invalid_size(cli, value):
     """A negative size too: 3.11 took it, and then refused every message."""
-    result = run_cli("-n", "-s", value, "127.0.0.1:0")
+    result = cli("-n", "-s", value, "127.0.0.1:0")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "Invalid size: %s\n" % value
+
+
+@pytest.mark.parametrize("value", ["0", "x", "-1", "inf", "nan", ""])
+def test_invalid_idle_timeout(cli, value):
+    result = cli("-n", "-t", value, "127.0.0.1:0")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "Invalid timeout: %s\n" % value
 
 
 # Extensions over 3.11, which ended each of these in a traceback: one line
@@ -212,15 +205,15 @@ def test_invalid_size(value):
         ("os.path", "Not a server class: 'os.path'"),
     ],
 )
-def test_class_that_cannot_serve(name, message):
-    result = run_cli("-n", "-c", name, "127.0.0.1:0")
+def test_class_that_cannot_serve(cli, name, message):
+    result = cli("-n", "-c", name, "127.0.0.1:0")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == message + "\n"
 
 
-def test_constructor_value_error():
+def test_constructor_value_error(cli):
     """PureProxy refuses SMTPUTF8 (ValueError): a message, not a traceback."""
-    result = run_cli("-n", "-c", "PureProxy", "-u", "127.0.0.1:0")
+    result = cli("-n", "-c", "PureProxy", "-u", "127.0.0.1:0")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
         "Cannot start PureProxy on 127.0.0.1:0: PureProxy does not support SMTPUTF8.\n"
@@ -228,13 +221,150 @@ def test_constructor_value_error():
 
 
 @pytest.mark.parametrize("name", ["usage", "Devnull", "smtpd_compat.SMTPChannel"])
-def test_callable_that_is_no_server(name):
+def test_callable_that_is_no_server(cli, name):
     """Callables that cannot be built as a server: one line, exit 1."""
-    result = run_cli("-n", "-c", name, "127.0.0.1:0")
+    result = cli("-n", "-c", name, "127.0.0.1:0")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith("Cannot start %s on 127.0.0.1:0: " % name)
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- what the options build (in process) ------------------------------------------
+
+
+def test_defaults_build_a_pure_proxy_to_port_25(main_in_process):
+    run = main_in_process("-n", "127.0.0.1:0")
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+    [server] = run.servers
+    assert type(server) is smtpd_compat.PureProxy
+    assert server._localaddr == ("127.0.0.1", 0)
+    assert server._remoteaddr == ("localhost", 25)
+    assert server.data_size_limit is None
+    assert server.enable_SMTPUTF8 is False
+    assert server._decode_data is False
+    assert server.idle_timeout is None
+    assert run.setuid_calls == []
+    assert run.loop_calls == [{"timeout": 1.0, "use_poll": hasattr(select, "poll")}]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-n", "-c", "DebuggingServer", "-s", "1000", "-u", "-t", "2.5"],
+        ["--nosetuid", "--class=DebuggingServer", "--size=1000", "--smtputf8"]
+        + ["--idle-timeout=2.5"],
+    ],
+)
+def test_options_reach_the_server(main_in_process, args):
+    run = main_in_process(*args, "127.0.0.1:0", "relay.example:2525")
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+    [server] = run.servers
+    assert type(server) is smtpd_compat.DebuggingServer
+    assert server._remoteaddr == ("relay.example", 2525)
+    assert server.data_size_limit == 1000
+    assert server.enable_SMTPUTF8 is True
+    assert server.idle_timeout == 2.5
+    assert run.setuid_calls == []
+    assert len(run.loop_calls) == 1
+
+
+def test_without_n_the_server_becomes_nobody_after_binding(main_in_process):
+    pwd = pytest.importorskip("pwd")
+    run = main_in_process("-c", "DebuggingServer", "127.0.0.1:0")
+    assert run.returncode == 0
+    assert run.setuid_calls == [pwd.getpwnam("nobody").pw_uid]
+    assert len(run.servers) == 1
+    assert len(run.loop_calls) == 1
+
+
+def test_debug_option_sends_debugstream_to_stderr(main_in_process):
+    run = main_in_process("-n", "-d", "-c", "DebuggingServer", "127.0.0.1:0")
+    assert run.returncode == 0
+    assert run.stderr.startswith("DebuggingServer started at ")
+    assert "\tLocal addr: ('127.0.0.1', 0)\n\tRemote addr:('localhost', 25)\n" in (
+        run.stderr
+    )
+    assert smtpd_compat.DEBUGSTREAM is sys.stderr
+
+
+def test_no_debug_output_without_d(main_in_process):
+    run = main_in_process("-n", "-c", "DebuggingServer", "127.0.0.1:0")
+    assert run.stderr == ""
+    assert isinstance(smtpd_compat.DEBUGSTREAM, smtpd_compat.Devnull)
+
+
+def test_ctrl_c_ends_the_loop_quietly(main_in_process):
+    run = main_in_process(
+        "-n", "-c", "DebuggingServer", "127.0.0.1:0", loop_raises=KeyboardInterrupt
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+    assert len(run.loop_calls) == 1
+
+
+def test_other_loop_errors_propagate(main_in_process):
+    with pytest.raises(ZeroDivisionError):
+        main_in_process(
+            "-n", "-c", "DebuggingServer", "127.0.0.1:0", loop_raises=ZeroDivisionError
+        )
+
+
+def test_dotted_class_in_process(main_in_process):
+    run = main_in_process("-n", "-c", "smtpd_compat.DebuggingServer", "127.0.0.1:0")
+    assert run.returncode == 0
+    assert [type(server) for server in run.servers] == [smtpd_compat.DebuggingServer]
+
+
+class _FakeResource:
+    """Stands in for the resource module: limits given, setrlimit recorded."""
+
+    RLIMIT_NOFILE = 7
+    RLIM_INFINITY = -1
+
+    def __init__(self, soft, hard, refuse=None):
+        self.limits = (soft, hard)
+        self.refuse = refuse
+        self.set_calls = []
+
+    def getrlimit(self, which):
+        assert which == self.RLIMIT_NOFILE
+        return self.limits
+
+    def setrlimit(self, which, limits):
+        assert which == self.RLIMIT_NOFILE
+        self.set_calls.append(limits)
+        if self.refuse is not None:
+            raise self.refuse
+
+
+@pytest.mark.parametrize(
+    "soft,hard,expected",
+    [
+        (1024, 4096, [(4096, 4096)]),
+        (4096, 4096, []),
+        (1024, -1, [(1 << 16, 1 << 16)]),  # no hard limit: 65536
+        (100000, -1, []),  # soft already above 65536
+        (-1, -1, []),
+    ],
+)
+def test_open_file_limit_is_raised_to_the_hard_limit(monkeypatch, soft, hard, expected):
+    fake = _FakeResource(soft, hard)
+    monkeypatch.setitem(sys.modules, "resource", fake)
+    smtpd_compat._raise_open_file_limit()
+    assert fake.set_calls == expected
+
+
+@pytest.mark.parametrize("error", [OSError(1, "refused"), ValueError("too high")])
+def test_open_file_limit_refusal_is_ignored(monkeypatch, error):
+    fake = _FakeResource(1024, 4096, refuse=error)
+    monkeypatch.setitem(sys.modules, "resource", fake)
+    smtpd_compat._raise_open_file_limit()
+    assert fake.set_calls == [(4096, 4096)]
+
+
+def test_open_file_limit_without_resource_module(monkeypatch):
+    monkeypatch.setitem(sys.modules, "resource", None)  # import fails
+    assert smtpd_compat._raise_open_file_limit() is None
 
 
 # --- running servers ----------------------------------------------------------------
@@ -363,13 +493,13 @@ def test_ipv6_local_spec(start_cli):
     assert "b'X-Peer: ::1'" not in cli.stdout  # no blank line, no header
 
 
-def test_port_in_use():
+def test_port_in_use(cli):
     """Extension over 3.11 (a traceback): one line, exit status 1."""
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen(1)
         port = blocker.getsockname()[1]
-        result = run_cli("-n", "-c", "DebuggingServer", "127.0.0.1:%d" % port)
+        result = cli("-n", "-c", "DebuggingServer", "127.0.0.1:%d" % port)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "Cannot start DebuggingServer on 127.0.0.1:%d: %s\n" % (
         port,

@@ -22,11 +22,36 @@ ALIASES = [
 ]
 
 
-@pytest.fixture
-def channel(private_map, sockpair):
-    return smtpd_compat.SMTPChannel(
+def _regenerated_channel_class():
+    """SMTPChannel with its aliases made again by the module's generator.
+
+    The module makes them once, on import; making them again in a test
+    lets coverage and mutation testing trace the generator to the tests.
+    """
+    aliases = {
+        "_SMTPChannel__" + old: smtpd_compat._deprecated_alias(old, new)
+        for old, new in ALIASES
+    }
+    return type("SMTPChannel", (smtpd_compat.SMTPChannel,), aliases)
+
+
+@pytest.fixture(params=["made on import", "made again"])
+def channel(request, private_map, sockpair):
+    if request.param == "made on import":
+        channel_class = smtpd_compat.SMTPChannel
+    else:
+        channel_class = _regenerated_channel_class()
+    return channel_class(
         DummyServer(), sockpair[0], ("127.0.0.1", 2525), map=private_map
     )
+
+
+@pytest.mark.parametrize("old,new", ALIASES)
+def test_alias_docstring(old, new):
+    made_again = _regenerated_channel_class()
+    for channel_class in smtpd_compat.SMTPChannel, made_again:
+        alias = vars(channel_class)["_SMTPChannel__" + old]
+        assert alias.__doc__ == "Deprecated alias of %s." % new
 
 
 def test_eleven_aliases_exist():

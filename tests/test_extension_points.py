@@ -130,6 +130,21 @@ def test_replies_queued_by_builtin_commands_leave_on_close(serve, connect):
     assert read_until_eof(client.sock) == b"250 %s\r\n250 OK\r\n" % fqdn
 
 
+def test_getaddr_override_finding_no_address_makes_vrfy_answer_502(serve, connect):
+    """The built-in _getaddr() never finds an empty address in a non-empty
+    argument (it raises instead); an override may, and VRFY then says 502."""
+
+    class Channel(smtpd_compat.SMTPChannel):
+        def _getaddr(self, arg):
+            return "", ""
+
+    class Server(RecordingServer):
+        channel_class = Channel
+
+    client = connect(serve(Server))
+    assert client.cmd("VRFY nobody here") == b"502 Could not VRFY nobody here\r\n"
+
+
 def test_replies_leave_before_a_blocking_handler_runs(handler_server, connect):
     client = connect(handler_server)
     client.send(b"NOOP\r\nXWAIT\r\n")
@@ -335,6 +350,36 @@ def test_handler_error_is_logged_in_asyncores_words(serve, connect):
     prefix = "uncaptured python exception, closing channel <"
     assert message.startswith(prefix), message
     assert " (<class 'ValueError'>:boom [" in message
+
+
+def test_other_errors_still_close_after_a_handler_error(serve, connect):
+    """A handler's exception keeps the session (451); an exception elsewhere,
+    later on the same channel, closes it as asyncore does."""
+    logged = []
+
+    class Channel(smtpd_compat.SMTPChannel):
+        def smtp_FAIL(self, arg):
+            raise ValueError("boom")
+
+        def collect_incoming_data(self, data):
+            if b"BREAK" in data:
+                raise RuntimeError("broken reader")
+            super().collect_incoming_data(data)
+
+        def log_info(self, message, type="info"):
+            logged.append(message)
+
+    class Server(RecordingServer):
+        channel_class = Channel
+
+    client = connect(serve(Server))
+    reply = client.cmd("FAIL")
+    assert reply == b"451 Requested action aborted: local error in processing\r\n"
+    assert client.cmd("NOOP") == b"250 OK\r\n"
+    client.send(b"BREAK\r\n")
+    assert read_until_eof(client.sock) == b""
+    assert len(logged) == 2
+    assert " (<class 'RuntimeError'>:broken reader [" in logged[1]
 
 
 def test_log_line_survives_a_broken_repr(private_map, sockpair):

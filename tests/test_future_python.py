@@ -162,6 +162,55 @@ def test_decorated_function_read_without_annotations(handlers, pep649):
     assert smtpd_compat._accepted_options(wrapper) == frozenset({"mail_options"})
 
 
+def test_partial_handler_is_read_from_its_signature():
+    """functools.partial has no code of its own: only signature() reads it."""
+
+    def handler(tag, peer, mailfrom, rcpttos, data, rcpt_options=()):
+        pass
+
+    bound = functools.partial(handler, "tag")
+    assert smtpd_compat._code_behind(bound) is None
+    assert smtpd_compat._accepted_options(bound) == frozenset({"rcpt_options"})
+
+
+def test_function_with_a_declared_signature_is_read_from_it():
+    """A function whose __signature__ was set (as decorators that change the
+    call do) is read from that signature, not from its code."""
+
+    def handler(*args, **kwargs):
+        pass
+
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    handler.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(name, positional)
+            for name in ("peer", "mailfrom", "rcpttos", "data", "mail_options")
+        ]
+    )
+    assert smtpd_compat._accepted_options(handler) == frozenset({"mail_options"})
+
+
+def test_star_args_named_like_an_option_take_no_keyword():
+    def handler(peer, mailfrom, rcpttos, data, *mail_options):
+        pass
+
+    @functools.wraps(handler)
+    def decorated(*args, **kwargs):
+        return handler(*args, **kwargs)
+
+    # read from the code object, and through inspect.signature()
+    assert smtpd_compat._accepted_options(handler) == frozenset()
+    assert smtpd_compat._accepted_options(decorated) == frozenset()
+
+
+def test_local_variables_are_no_parameters():
+    def handler(peer, mailfrom, rcpttos, data):
+        mail_options = rcpt_options = None
+        return mail_options, rcpt_options
+
+    assert smtpd_compat._accepted_options(handler) == frozenset()
+
+
 def make_server_class(function):
     """An SMTPServer whose process_message runs ``function`` and records."""
 
@@ -352,6 +401,10 @@ def test_signature_asked_for_forward_references(handlers, monkeypatch):
     accepted = smtpd_compat._accepted_options(handlers.Handler())
     assert accepted == frozenset({"rcpt_options"})
     assert formats == [forwardref]
+    # A partial can only be read by signature() (it has no code of its own).
+    bound = functools.partial(handlers.keyword_only, "peer")
+    assert smtpd_compat._accepted_options(bound) == frozenset({"rcpt_options"})
+    assert formats == [forwardref, forwardref]
 
 
 # --- conformance scripts: test_smtplib's imports, old and new ---------------------

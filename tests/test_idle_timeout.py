@@ -27,7 +27,6 @@ from robustness_support import (
     cli_servers,
     read_until_closed,
 )
-from test_cli import run_cli
 
 IDLE_NOTICE = ("421 %s Idle timeout, closing connection\r\n" % FQDN).encode("ascii")
 SHORT = 0.5
@@ -287,10 +286,3 @@ def test_cli_long_option(cli_server):
     assert greeting.startswith(b"220 ")
     assert (received, how) == (IDLE_NOTICE, "eof")
     assert SHORT < elapsed < LATE + 1.0
-
-
-@pytest.mark.parametrize("value", ["0", "x", "-1", "inf", "nan", ""])
-def test_cli_invalid_timeout(value):
-    result = run_cli("-n", "-t", value, "127.0.0.1:0")
-    assert result.returncode == 1
-    assert result.stderr == "Invalid timeout: %s\n" % value

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import pytest
 import reference_pythons
@@ -414,6 +415,56 @@ def test_deliver_call_and_debugstream(mailman, monkeypatch, rcpttos, forwarded, 
     assert stream.getvalue() == debug
 
 
+@pytest.mark.parametrize(
+    "rcpttos, found, asked",
+    [
+        # Past an address with two hyphens, the others are still looked at.
+        (
+            ["dev-owner-x@l.example", "dev@l.example", "announce-leave@l.example"],
+            [
+                ("dev@l.example", "dev", ""),
+                ("announce-leave@l.example", "announce", "leave"),
+            ],
+            ["dev", "announce"],
+        ),
+        (
+            ["a-b-c@l.example", "Dev-Admin@L.example"],
+            [("Dev-Admin@L.example", "dev", "admin")],
+            ["dev"],
+        ),
+        (
+            ["dev-unknown@l.example", "nolist@l.example", "x-y-z@l.example"],
+            [],
+            ["dev", "nolist"],
+        ),
+    ],
+)
+def test_mailman_recipients(rcpttos, found, asked):
+    calls = []
+
+    def list_exists(listname):
+        calls.append(listname)
+        return listname in {"announce", "dev"}
+
+    assert smtpd_compat._mailman_recipients(rcpttos, list_exists) == found
+    assert calls == asked
+
+
+def test_date_comes_from_the_clock_time_time_reads(mailman, monkeypatch):
+    """time.ctime(time.time()), as in 3.10: a frozen time.time() freezes Date:."""
+    message_class = importlib.import_module("Mailman.Message").Message
+    with monkeypatch.context() as patch:
+        patch.setattr(time, "time", lambda: 1700000000.0)
+        msg = smtpd_compat._mailman_message(
+            message_class, "Subject: x\n\nbody", "s@example.com"
+        )
+    assert msg.items() == [
+        ("Subject", "x"),
+        ("From", "s@example.com"),
+        ("Date", time.ctime(1700000000.0)),
+    ]
+
+
 # -- failures: nothing twice, nothing lost silently ----------------------------
 
 
@@ -422,6 +473,25 @@ def test_without_mailman_every_message_gets_451(no_mailman, proxy_for, upstream)
     assert transact(proxy, ["dev@l.example", "person@example.com"]) == NO_MAILMAN
     assert transact(proxy, ["person@example.com"]) == NO_MAILMAN  # still serving
     assert upstream.deliveries == []
+
+
+def test_without_mailman_the_import_error_is_printed(no_mailman, monkeypatch):
+    proxy = Recorder(("127.0.0.1", 0), ("127.0.0.1", 9), map={}, decode_data=True)
+    stream = io.StringIO()
+    monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", stream)
+    rcpttos = ["dev@l.example", "person@example.com"]
+    try:
+        status = proxy.process_message(
+            ("192.0.2.7", 1), "s@example.com", rcpttos, "Subject: x\n\nbody"
+        )
+    finally:
+        proxy.close()
+    assert status == "%d %s" % (NO_MAILMAN[0], NO_MAILMAN[1].decode())
+    assert stream.getvalue() == (
+        "cannot import Mailman: import of Mailman halted; None in sys.modules\n"
+    )
+    assert rcpttos == ["dev@l.example", "person@example.com"]
+    assert proxy.calls == []
 
 
 @pytest.mark.parametrize(
@@ -558,6 +628,65 @@ def test_smtputf8_is_refused_after_the_warning(how):
         smtpd_compat.MailmanProxy(*args, **kwargs)
     assert str(caught.value) == "MailmanProxy does not support SMTPUTF8."
     assert sock_map == {}
+
+
+def test_deprecation_warning_text():
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        proxy = smtpd_compat.MailmanProxy(("127.0.0.1", 0), ("127.0.0.1", 25), map={})
+    proxy.close()
+    assert [(str(w.message), w.category) for w in warned] == [
+        ("MailmanProxy is deprecated and will be removed in future", DeprecationWarning)
+    ]
+
+
+def test_deprecation_warning_through_the_module_warn(monkeypatch):
+    """The module's ``warn`` with stacklevel 2: the warning names the caller.
+
+    (test_construction_warns checks the file it names; under mutmut a
+    trampoline stands between the caller and __init__.)
+    """
+    calls = []
+    monkeypatch.setattr(smtpd_compat, "warn", lambda *a, **k: calls.append((a, k)))
+    proxy = smtpd_compat.MailmanProxy(("127.0.0.1", 0), ("127.0.0.1", 25), map={})
+    proxy.close()
+    assert calls == [
+        (
+            (
+                "MailmanProxy is deprecated and will be removed in future",
+                DeprecationWarning,
+            ),
+            {"stacklevel": 2},
+        )
+    ]
+
+
+def test_four_positional_arguments_are_accepted():
+    """The fifth is enable_SMTPUTF8; with four there is none to look at."""
+    sock_map = {}
+    proxy = smtpd_compat.MailmanProxy(
+        ("127.0.0.1", 0), ("127.0.0.1", 25), 1000, sock_map
+    )
+    try:
+        assert list(sock_map.values()) == [proxy]
+        assert proxy._remoteaddr == ("127.0.0.1", 25)
+        assert proxy.data_size_limit == 1000
+        assert proxy.enable_SMTPUTF8 is False
+    finally:
+        proxy.close()
+
+
+def test_smtputf8_false_as_fifth_positional_argument_is_accepted():
+    sock_map = {}
+    proxy = smtpd_compat.MailmanProxy(
+        ("127.0.0.1", 0), ("127.0.0.1", 25), None, sock_map, False, True
+    )
+    try:
+        assert list(sock_map.values()) == [proxy]
+        assert proxy.enable_SMTPUTF8 is False
+        assert proxy._decode_data is True
+    finally:
+        proxy.close()
 
 
 # -- side by side with CPython 3.10 ------------------------------------------------

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import reference_pythons
@@ -348,6 +349,225 @@ def test_deliver_when_upstream_is_down(down_address, debugstream):
     assert debugstream.getvalue() == "got <class 'ConnectionRefusedError'>\n"
 
 
+class MailArgChannel(RefusingChannel):
+    """Keeps the argument of every MAIL command as it came over the wire."""
+
+    def smtp_MAIL(self, arg):
+        self.smtp_server.mail_args.append(arg)
+        RefusingChannel.smtp_MAIL(self, arg)
+
+
+class MailArgUpstream(Upstream):
+    channel_class = MailArgChannel
+
+    def __init__(self, *args, **kwargs):
+        self.mail_args = []
+        Upstream.__init__(self, *args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "message, parameters",
+    [(UTF8_MESSAGE, " BODY=8BITMIME"), (MESSAGE, "")],
+    ids=["8bit", "ascii"],
+)
+def test_deliver_mail_command_on_the_wire(serve, message, parameters):
+    """The BODY parameter goes out spelt as RFC 6152 spells it."""
+    upstream = serve(MailArgUpstream)
+    proxy = smtpd_compat.PureProxy(("127.0.0.1", 0), server_address(upstream), map={})
+    try:
+        assert proxy._deliver("a@example.com", ["b@example.com"], message) == {}
+    finally:
+        proxy.close()
+    [(keyword, params)] = [arg.split(" ", 1) for arg in upstream.mail_args]
+    # smtplib sends "FROM:" (the one of Python 3.13 sends "from:").
+    assert keyword.upper() == "FROM:<A@EXAMPLE.COM>"
+    assert params == "size=%d%s" % (len(message), parameters)
+
+
+@pytest.fixture
+def second_loopback_host():
+    """127.0.0.2, where the system lets a socket be bound to it."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind(("127.0.0.2", 0))
+    except OSError:
+        pytest.skip("127.0.0.2 cannot be bound here")
+    finally:
+        probe.close()
+    return "127.0.0.2"
+
+
+def test_deliver_connects_to_the_remote_host(serve, second_loopback_host):
+    """Not to the default host (the loopback address) on the remote port."""
+    upstream = serve(Upstream, host=second_loopback_host)
+    remote = server_address(upstream)
+    assert remote[0] == "127.0.0.2"
+    proxy = smtpd_compat.PureProxy(("127.0.0.1", 0), remote, map={})
+    try:
+        assert proxy._deliver("a@example.com", ["b@example.com"], MESSAGE) == {}
+    finally:
+        proxy.close()
+    assert upstream.received() == [
+        (
+            "a@example.com",
+            ["b@example.com"],
+            b"From: a@example.com\nSubject: relay\n\nfirst line\nsecond line",
+        )
+    ]
+
+
+@pytest.fixture
+def silent_address():
+    """An address that takes connections (in the backlog) and never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()
+    finally:
+        sock.close()  # resets a connection still waiting in the backlog
+
+
+class QuickProxy(smtpd_compat.PureProxy):
+    relay_timeout = 0.2
+
+
+def test_deliver_gives_up_after_relay_timeout(silent_address, debugstream):
+    proxy = QuickProxy(("127.0.0.1", 0), silent_address, map={})
+    debugstream.seek(0)
+    debugstream.truncate()
+    results = []
+
+    def deliver():
+        results.append(proxy._deliver("a@example.com", ["b@x.example"], MESSAGE))
+
+    thread = threading.Thread(target=deliver, daemon=True)
+    started = time.monotonic()
+    try:
+        thread.start()
+        thread.join(TIMEOUT)
+        elapsed = time.monotonic() - started
+        assert not thread.is_alive(), "still waiting for the greeting"
+    finally:
+        proxy.close()
+    assert results == [{"b@x.example": (-1, "ignore")}]
+    assert 0.2 <= elapsed < TIMEOUT
+    assert debugstream.getvalue() == "got <class 'smtplib.SMTPServerDisconnected'>\n"
+
+
+class CallRecordingSMTP(smtplib.SMTP):
+    """smtplib.SMTP noting each quit() and close() call."""
+
+    def __init__(self, *args, **kwargs):
+        self.calls = []
+        smtplib.SMTP.__init__(self, *args, **kwargs)
+
+    def quit(self):
+        self.calls.append("quit")
+        return smtplib.SMTP.quit(self)
+
+    def close(self):
+        self.calls.append("close")
+        smtplib.SMTP.close(self)
+
+
+def test_end_relay_session_says_quit_while_connected(upstream):
+    relay = CallRecordingSMTP(*server_address(upstream), timeout=TIMEOUT)
+    assert relay.ehlo()[0] == 250
+    assert relay.sock is not None
+    assert smtpd_compat._end_relay_session(relay) is None
+    assert relay.calls == ["quit", "close"]
+    assert relay.sock is None
+    assert relay.file is None
+
+
+def test_end_relay_session_leaves_a_closed_relay_alone():
+    relay = CallRecordingSMTP(timeout=TIMEOUT)
+    assert relay.sock is None
+    assert smtpd_compat._end_relay_session(relay) is None
+    assert relay.calls == []
+    assert relay.sock is None
+
+
+# -- the helpers behind the reply and the text relayed -----------------------
+
+
+@pytest.mark.parametrize(
+    "refusal, code",
+    [
+        ((550, b"no"), 550),
+        ((450, "later"), 450),
+        (("550", b"no"), -1),
+        ((550.0, b"no"), -1),
+        ((None, b"no"), -1),
+        ((550,), -1),
+        ((550, b"no", "x"), -1),
+        ("?", -1),
+        (None, -1),
+    ],
+)
+def test_refusal_code(refusal, code):
+    assert smtpd_compat._refusal_code(refusal) == code
+
+
+@pytest.mark.parametrize(
+    "codes, reply",
+    [
+        ([399], ALL_REFUSED),
+        ([400], UPSTREAM_DEFERRED),
+        ([499], UPSTREAM_DEFERRED),
+        ([500], ALL_REFUSED),
+        ([500, 500], ALL_REFUSED),
+        ([500, 400], UPSTREAM_DEFERRED),
+        ([599, -1], UPSTREAM_DOWN),
+        # A code that is not an int counts as none.
+        (["550", "550"], UPSTREAM_DOWN),
+        ([550, "450"], UPSTREAM_DOWN),
+    ],
+)
+def test_relay_status_at_the_edges(codes, reply):
+    rcpttos = ["r%d@x.example" % index for index in range(len(codes))]
+    refused = {rcpt: (code, b"text") for rcpt, code in zip(rcpttos, codes)}
+    status = smtpd_compat._relay_status(rcpttos, refused)
+    assert status == "%d %s" % (reply[0], reply[1].decode())
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ("S: caf\u00e9\r\n\r\nb", b"S: caf\xc3\xa9\r\n\r\nb"),
+        # Lone surrogates (undecodable bytes) go back to the bytes they were.
+        ("S: x\n\nd\udce9j\udce0\r", b"S: x\r\n\r\nd\xe9j\xe0\r\n"),
+        (b"S: x\n\nd\xe9j\xe0\r", b"S: x\r\n\r\nd\xe9j\xe0\r\n"),
+        (bytearray(b"a\rb"), b"a\r\nb"),
+    ],
+)
+def test_relayable_message(data, expected):
+    assert smtpd_compat._relayable_message(data) == expected
+
+
+@pytest.mark.parametrize(
+    "data, peer_host, expected",
+    [
+        (b"S: 1\n\nbody", "192.0.2.7", b"S: 1\nX-Peer: 192.0.2.7\n\nbody"),
+        # A host name a subclass or test passes need not be ASCII.
+        (
+            b"S: 1\n\nbody",
+            "caf\u00e9.example",
+            b"S: 1\nX-Peer: caf\\xe9.example\n\nbody",
+        ),
+        (bytearray(b"S: 1"), "\u20ac\U0001f4e7", b"S: 1\nX-Peer: \\u20ac\\U0001f4e7"),
+        (
+            "S: 1\n\nbody",
+            "caf\u00e9.example",
+            "S: 1\nX-Peer: caf\u00e9.example\n\nbody",
+        ),
+    ],
+)
+def test_with_peer_header(data, peer_host, expected):
+    assert smtpd_compat._with_peer_header(data, peer_host) == expected
+
+
 # -- replies to the client ----------------------------------------------------
 
 
@@ -604,6 +824,32 @@ def test_smtputf8_is_refused(how):
         smtpd_compat.PureProxy(*args, **kwargs)
     assert str(caught.value) == "PureProxy does not support SMTPUTF8."
     assert sock_map == {}
+
+
+def test_four_positional_arguments_are_accepted():
+    """The fifth is enable_SMTPUTF8; with four there is none to look at."""
+    sock_map = {}
+    proxy = smtpd_compat.PureProxy(("127.0.0.1", 0), ("127.0.0.1", 25), 1000, sock_map)
+    try:
+        assert list(sock_map.values()) == [proxy]
+        assert proxy._remoteaddr == ("127.0.0.1", 25)
+        assert proxy.data_size_limit == 1000
+        assert proxy.enable_SMTPUTF8 is False
+    finally:
+        proxy.close()
+
+
+def test_smtputf8_false_as_fifth_positional_argument_is_accepted():
+    sock_map = {}
+    proxy = smtpd_compat.PureProxy(
+        ("127.0.0.1", 0), ("127.0.0.1", 25), None, sock_map, False, True
+    )
+    try:
+        assert list(sock_map.values()) == [proxy]
+        assert proxy.enable_SMTPUTF8 is False
+        assert proxy._decode_data is True
+    finally:
+        proxy.close()
 
 
 # -- side by side with CPython 3.11 -------------------------------------------

@@ -523,3 +523,119 @@ def test_clients_resetting_at_once_cost_nothing(serve, certs):
     with smtplib.SMTP_SSL(*address(server), timeout=TIMEOUT, context=context) as client:
         client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
     assert wait_for(lambda: len(server._map) == 1)
+
+
+# --------------------------------------------------------------------------
+# What DEBUGSTREAM and handle_accepted() get around a TLS handshake
+# --------------------------------------------------------------------------
+
+NOT_A_CLIENT_HELLO = b"EHLO this is no ClientHello\r\n" * 10
+
+
+def handshake_error(context, data):
+    """The text of the error a server-side handshake on ``data`` ends with.
+
+    Done in memory with the same context, so the expected text follows the
+    OpenSSL and Python at hand (the reason and the _ssl.c line differ).
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=True)
+    incoming.write(data)
+    with pytest.raises(ssl.SSLError) as info:
+        tls.do_handshake()
+    return str(info.value)
+
+
+def debug_lines(stream):
+    """The whole lines printed on ``stream`` so far (a line may be half out)."""
+    return [
+        line[:-1]
+        for line in stream.getvalue().splitlines(keepends=True)
+        if line.endswith("\n")
+    ]
+
+
+def test_starttls_handshake_failure_line(serve, certs, connect, monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", stream)
+    context = certs.server_context()
+    server = serve(tls_context=context)
+    raw = connect(server)
+    peer = raw.local_address
+    assert raw.cmd("STARTTLS").startswith(b"220")
+    raw.sock.sendall(NOT_A_CLIENT_HELLO)
+    assert connection_closed(raw.sock)
+    expected = "TLS handshake failed: %r %s" % (
+        peer,
+        handshake_error(context, NOT_A_CLIENT_HELLO),
+    )
+    assert expected.startswith("TLS handshake failed: ('127.0.0.1', ")
+    wait_for(lambda: debug_lines(stream)[-1:] == [expected])
+    assert debug_lines(stream)[-1:] == [expected]
+    mentions = [line for line in debug_lines(stream) if "handshake" in line.lower()]
+    assert mentions == [expected]
+    assert wait_for(lambda: len(server._map) == 1)
+
+
+def test_smtps_handshake_failure_lines(serve, certs, monkeypatch):
+    context = certs.server_context()
+    server = serve(ssl_context=context)
+    stream = io.StringIO()  # after the server's own "started at" lines
+    monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", stream)
+    sock = socket.create_connection(address(server), timeout=TIMEOUT)
+    try:
+        peer = sock.getsockname()
+        sock.sendall(NOT_A_CLIENT_HELLO)
+        assert connection_closed(sock)
+    finally:
+        sock.close()
+    expected = [
+        "Incoming TLS connection from ('127.0.0.1', %d)" % peer[1],
+        "TLS handshake failed: ('127.0.0.1', %d) %s"
+        % (peer[1], handshake_error(context, NOT_A_CLIENT_HELLO)),
+    ]
+    wait_for(lambda: debug_lines(stream) == expected)
+    assert debug_lines(stream) == expected
+    assert wait_for(lambda: len(server._map) == 1)
+
+
+class AddressRecordingServer(RecordingServer):
+    """Keeps the address handle_accepted() is given for each connection."""
+
+    def __init__(self, *args, **kwargs):
+        self.accepted_from = []
+        super().__init__(*args, **kwargs)
+
+    def handle_accepted(self, conn, addr):
+        self.accepted_from.append(addr)
+        super().handle_accepted(conn, addr)
+
+
+def test_smtps_hands_the_client_address_to_handle_accepted(serve, certs, monkeypatch):
+    server = serve(
+        server_class=AddressRecordingServer, ssl_context=certs.server_context()
+    )
+    stream = io.StringIO()  # after the server's own "started at" lines
+    monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", stream)
+    context = certs.client_context()
+    with smtplib.SMTP_SSL(*address(server), timeout=TIMEOUT, context=context) as client:
+        peer = client.sock.getsockname()
+        assert client.noop()[0] == 250
+    assert server.accepted_from == [peer]
+    assert debug_lines(stream)[:2] == [
+        "Incoming TLS connection from %r" % (peer,),
+        "Incoming connection from %r" % (peer,),
+    ]
+
+
+def test_extensions_repr(serve, certs):
+    """What the server turned on; never the authenticator (passwords)."""
+    starttls_server = serve(tls_context=certs.server_context(), authenticator=USERS)
+    smtps_server = serve(ssl_context=certs.server_context())
+    assert repr(smtpd_compat._Extensions.of(starttls_server)) == (
+        "<_Extensions tls=True smtps=False auth=('PLAIN', 'LOGIN', 'CRAM-MD5')>"
+    )
+    assert repr(smtpd_compat._Extensions.of(smtps_server)) == (
+        "<_Extensions tls=False smtps=True auth=()>"
+    )
+    assert "s3cret" not in repr(smtpd_compat._Extensions.of(starttls_server))

@@ -9,6 +9,7 @@ child process (``python -m smtpd_compat``) on a port the OS picks.
 import shutil
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -25,18 +26,6 @@ MESSAGE = "Subject: cli\r\n\r\nover TLS\r\n"
 @pytest.fixture
 def certs(tmp_path):
     return Certificates(tmp_path)
-
-
-def run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "smtpd_compat", "-n", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=30,
-        check=False,
-    )
 
 
 def parse(monkeypatch, *args):
@@ -102,6 +91,36 @@ def test_auth_without_tls_is_offered_in_plaintext(monkeypatch):
     assert extra["auth_required"] is True
 
 
+def test_the_server_gets_what_the_options_ask_for(main_in_process, certs):
+    tls = ["--tls-cert", certs.cert_file, "--tls-key", certs.key_file]
+    run = main_in_process(
+        "-n", "-c", "DebuggingServer", *tls, "--require-starttls",
+        "--auth-user", "ann:pw", "127.0.0.1:0",
+    )  # fmt: skip
+    assert (run.returncode, run.stderr) == (0, "")
+    [server] = run.servers
+    assert isinstance(server.tls_context, ssl.SSLContext)
+    assert server.ssl_context is None
+    assert server.require_starttls is True
+    assert server.authenticator == {"ann": "pw"}
+    assert server.auth_required is True
+    assert server.auth_require_tls is True
+
+    run = main_in_process("-n", "-c", "DebuggingServer", "--smtps", *tls, "127.0.0.1:0")
+    [server] = run.servers
+    assert isinstance(server.ssl_context, ssl.SSLContext)
+    assert server.tls_context is None
+    assert server.authenticator is None
+
+
+def test_smtps_ignores_require_starttls(main_in_process, certs):
+    tls = ["--tls-cert", certs.cert_file, "--tls-key", certs.key_file]
+    run = main_in_process("-n", "--smtps", "--require-starttls", *tls, "127.0.0.1:0")
+    assert run.returncode == 0
+    [server] = run.servers
+    assert server.require_starttls is False
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -113,24 +132,24 @@ def test_auth_without_tls_is_offered_in_plaintext(monkeypatch):
         (["--auth-user", ":pw"], "Invalid --auth-user: USER:PASSWORD expected"),
     ],
 )
-def test_option_errors_are_one_line(args, message):
-    result = run_cli(*args, "127.0.0.1:0")
+def test_option_errors_are_one_line(cli, args, message):
+    result = cli("-n", *args, "127.0.0.1:0")
     assert (result.returncode, result.stdout, result.stderr) == (1, "", message + "\n")
 
 
-def test_bad_auth_user_does_not_echo_the_value():
-    result = run_cli("--auth-user", "s3cret-no-colon", "127.0.0.1:0")
+def test_bad_auth_user_does_not_echo_the_value(cli):
+    result = cli("-n", "--auth-user", "s3cret-no-colon", "127.0.0.1:0")
     assert "s3cret" not in result.stderr
 
 
-def test_missing_option_argument_is_getopts_message():
-    result = run_cli("--tls-cert")
+def test_missing_option_argument_is_getopts_message(cli):
+    result = cli("-n", "--tls-cert")
     assert result.returncode == 1
     assert result.stderr.endswith("\noption --tls-cert requires argument\n")
 
 
-def test_help_lists_the_options():
-    result = run_cli("--help")
+def test_help_lists_the_options(cli):
+    result = cli("-n", "--help")
     for option in (
         "--tls-cert FILE --tls-key FILE",
         "--smtps",
@@ -140,9 +159,10 @@ def test_help_lists_the_options():
         assert option in result.stderr
 
 
-def test_unreadable_certificate(certs, tmp_path):
+def test_unreadable_certificate(cli, certs, tmp_path):
     missing = str(tmp_path / "missing.pem")
-    result = run_cli(
+    result = cli(
+        "-n",
         "-c",
         "DebuggingServer",
         "--tls-cert",
@@ -158,10 +178,11 @@ def test_unreadable_certificate(certs, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_key_that_does_not_match(certs, tmp_path):
+def test_key_that_does_not_match(cli, certs, tmp_path):
     other_key = str(tmp_path / "other-key.pem")
     certs.ca.issue_cert("localhost").private_key_pem.write_to_path(other_key)
-    result = run_cli(
+    result = cli(
+        "-n",
         "-c",
         "DebuggingServer",
         "--tls-cert",
