@@ -7,13 +7,11 @@ checks the same against real time, end to end).  The times chosen are
 near the real clock, since pumping the loop runs the server's own sweeps.
 """
 
-import socket
-import threading
 import time
 
 import pytest
 from conftest import FQDN, TIMEOUT, pump
-from tls_support import Certificates
+from tls_support import Certificates, tls_socket_pair
 
 import smtpd_compat
 from smtpd_compat import asyncore
@@ -114,31 +112,9 @@ def test_client_that_does_not_take_the_notice_is_cut_off(session):
     assert session.client.recv(1024) == b""
 
 
-def _handshake_pair(certs):
-    """A server-side and a client-side SSLSocket over a socket pair."""
-    server_end, client_end = socket.socketpair()
-    server_end.settimeout(TIMEOUT)
-    client_end.settimeout(TIMEOUT)
-    server_tls = certs.server_context().wrap_socket(
-        server_end, server_side=True, do_handshake_on_connect=False
-    )
-    holder = {}
-
-    def client_side():
-        holder["client"] = certs.client_context().wrap_socket(
-            client_end, server_hostname="localhost"
-        )
-
-    thread = threading.Thread(target=client_side)
-    thread.start()
-    server_tls.do_handshake()
-    thread.join(TIMEOUT)
-    return server_tls, holder["client"]
-
-
 def test_tls_client_that_does_not_take_the_notice_is_cut_off(private_map, tmp_path):
     certs = Certificates(tmp_path)
-    server_tls, client_tls = _handshake_pair(certs)
+    server_tls, client_tls = tls_socket_pair(certs)
     try:
         session = Session(
             private_map, server_tls, client_tls, ssl_context=certs.server_context()

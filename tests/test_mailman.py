@@ -661,34 +661,6 @@ def test_deprecation_warning_through_the_module_warn(monkeypatch):
     ]
 
 
-def test_four_positional_arguments_are_accepted():
-    """The fifth is enable_SMTPUTF8; with four there is none to look at."""
-    sock_map = {}
-    proxy = smtpd_compat.MailmanProxy(
-        ("127.0.0.1", 0), ("127.0.0.1", 25), 1000, sock_map
-    )
-    try:
-        assert list(sock_map.values()) == [proxy]
-        assert proxy._remoteaddr == ("127.0.0.1", 25)
-        assert proxy.data_size_limit == 1000
-        assert proxy.enable_SMTPUTF8 is False
-    finally:
-        proxy.close()
-
-
-def test_smtputf8_false_as_fifth_positional_argument_is_accepted():
-    sock_map = {}
-    proxy = smtpd_compat.MailmanProxy(
-        ("127.0.0.1", 0), ("127.0.0.1", 25), None, sock_map, False, True
-    )
-    try:
-        assert list(sock_map.values()) == [proxy]
-        assert proxy.enable_SMTPUTF8 is False
-        assert proxy._decode_data is True
-    finally:
-        proxy.close()
-
-
 # -- side by side with CPython 3.10 ------------------------------------------------
 
 # Runs in a 3.10 interpreter with its smtpd, and in another with smtpd_compat.

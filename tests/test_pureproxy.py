@@ -826,10 +826,16 @@ def test_smtputf8_is_refused(how):
     assert sock_map == {}
 
 
-def test_four_positional_arguments_are_accepted():
+# MailmanProxy too: it makes the same check for itself.
+PROXIES = [smtpd_compat.PureProxy, smtpd_compat.MailmanProxy]
+
+
+@pytest.mark.filterwarnings("ignore:MailmanProxy is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("proxy_class", PROXIES, ids=lambda cls: cls.__name__)
+def test_four_positional_arguments_are_accepted(proxy_class):
     """The fifth is enable_SMTPUTF8; with four there is none to look at."""
     sock_map = {}
-    proxy = smtpd_compat.PureProxy(("127.0.0.1", 0), ("127.0.0.1", 25), 1000, sock_map)
+    proxy = proxy_class(("127.0.0.1", 0), ("127.0.0.1", 25), 1000, sock_map)
     try:
         assert list(sock_map.values()) == [proxy]
         assert proxy._remoteaddr == ("127.0.0.1", 25)
@@ -839,9 +845,11 @@ def test_four_positional_arguments_are_accepted():
         proxy.close()
 
 
-def test_smtputf8_false_as_fifth_positional_argument_is_accepted():
+@pytest.mark.filterwarnings("ignore:MailmanProxy is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("proxy_class", PROXIES, ids=lambda cls: cls.__name__)
+def test_smtputf8_false_as_fifth_positional_argument_is_accepted(proxy_class):
     sock_map = {}
-    proxy = smtpd_compat.PureProxy(
+    proxy = proxy_class(
         ("127.0.0.1", 0), ("127.0.0.1", 25), None, sock_map, False, True
     )
     try:

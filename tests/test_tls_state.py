@@ -28,7 +28,7 @@ import time
 
 import pytest
 from conftest import FQDN, TIMEOUT, DummyServer, do_transaction, pump
-from tls_support import Certificates, b64
+from tls_support import Certificates, b64, tls_socket_pair
 
 import smtpd_compat
 
@@ -185,29 +185,6 @@ def session(private_map):
         each.close()
 
 
-def tls_pair(certs):
-    """A server-side and a client-side SSLSocket over a socket pair."""
-    server_end, client_end = socket.socketpair()
-    server_end.settimeout(TIMEOUT)
-    client_end.settimeout(TIMEOUT)
-    server_tls = certs.server_context().wrap_socket(
-        server_end, server_side=True, do_handshake_on_connect=False
-    )
-    result = {}
-
-    def client_side():
-        result["sock"] = certs.client_context().wrap_socket(
-            client_end, server_hostname="localhost"
-        )
-
-    thread = threading.Thread(target=client_side)
-    thread.daemon = True
-    thread.start()
-    server_tls.do_handshake()
-    thread.join(TIMEOUT)
-    return server_tls, result["sock"]
-
-
 def tls_debug_line(sock):
     """The DEBUGSTREAM line for a TLS connection, from the client's side."""
     return "TLS: %s %s" % (sock.version(), sock.cipher())
@@ -235,7 +212,7 @@ def test_debugstream_shows_tls_of_implicit_tls(
 ):
     debug = io.StringIO()
     monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", debug)
-    server_tls, client_tls = tls_pair(certs)
+    server_tls, client_tls = tls_socket_pair(certs)
     server = new_server(private_map, ssl_context=certs.server_context())
     client = session(server, server_end=server_tls, client_end=client_tls)
     assert client.greeting.startswith(b"220 ")

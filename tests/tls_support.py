@@ -9,6 +9,7 @@ turning verification off).
 import base64
 import socket
 import ssl
+import threading
 
 import trustme
 from conftest import TIMEOUT, RawClient
@@ -81,3 +82,26 @@ def connection_closed(sock, timeout=TIMEOUT):
         return True
     except socket.timeout:
         return False
+
+
+def tls_socket_pair(certs):
+    """A server-side and a client-side SSLSocket over a socket pair."""
+    server_end, client_end = socket.socketpair()
+    server_end.settimeout(TIMEOUT)
+    client_end.settimeout(TIMEOUT)
+    server_tls = certs.server_context().wrap_socket(
+        server_end, server_side=True, do_handshake_on_connect=False
+    )
+    result = {}
+
+    def client_side():
+        result["sock"] = certs.client_context().wrap_socket(
+            client_end, server_hostname="localhost"
+        )
+
+    thread = threading.Thread(target=client_side)
+    thread.daemon = True
+    thread.start()
+    server_tls.do_handshake()
+    thread.join(TIMEOUT)
+    return server_tls, result["sock"]
