@@ -236,7 +236,7 @@ def _options_for(process_message: Any, options: dict[str, list[str]]) -> dict:
 
 def usage(code: int, msg: object = "") -> NoReturn:
     """Print the command line help (and msg) on stderr, exit with code."""
-    print(_USAGE % {"program": program, "version": __version__}, file=sys.stderr)
+    print(_USAGE % {"version": __version__}, file=sys.stderr)
     if msg:
         print(msg, file=sys.stderr)
     sys.exit(code)

@@ -129,6 +129,7 @@ def test_help_states_the_real_size_default(help_text, start_cli):
     "args,message",
     [
         (["-x"], "option -x not recognized"),
+        (["-X"], "option -X not recognized"),
         (["--bogus"], "option --bogus not recognized"),
         (["-c"], "option -c requires argument"),
     ],
@@ -286,6 +287,46 @@ def test_debug_option_sends_debugstream_to_stderr(main_in_process):
         run.stderr
     )
     assert smtpd_compat.DEBUGSTREAM is sys.stderr
+
+
+def test_long_debug_option(main_in_process):
+    run = main_in_process(
+        "--nosetuid", "--debug", "-c", "DebuggingServer", "127.0.0.1:0"
+    )
+    assert run.returncode == 0
+    assert run.stderr.startswith("DebuggingServer started at ")
+    assert smtpd_compat.DEBUGSTREAM is sys.stderr
+
+
+@pytest.mark.parametrize(
+    "args,size_limit,idle_timeout",
+    [(["-s", "0"], 0, None), (["-t", "0.5"], None, 0.5), (["-t", "1"], None, 1.0)],
+)
+def test_smallest_values_accepted(main_in_process, args, size_limit, idle_timeout):
+    run = main_in_process("-n", "-c", "DebuggingServer", *args, "127.0.0.1:0")
+    assert (run.returncode, run.stderr) == (0, "")
+    [server] = run.servers
+    assert server.data_size_limit == size_limit
+    assert server.idle_timeout == idle_timeout
+
+
+def test_options_parsed(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["smtpd_compat"])
+    options = smtpd_compat.parseargs()
+    assert options.setuid is True
+    assert options.classname == "PureProxy"
+    assert (options.localhost, options.localport) == ("localhost", 8025)
+    assert (options.remotehost, options.remoteport) == ("localhost", 25)
+    monkeypatch.setattr(sys, "argv", ["smtpd_compat", "-n"])
+    assert smtpd_compat.parseargs().setuid is False
+
+
+def test_without_pwd_module_asks_for_n(main_in_process, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pwd", None)  # import fails
+    run = main_in_process("-c", "DebuggingServer", "127.0.0.1:0")
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr == 'Cannot import module "pwd"; try running with -n option.\n'
+    assert run.setuid_calls == []
 
 
 def test_no_debug_output_without_d(main_in_process):

@@ -453,3 +453,31 @@ def test_stand_in_server_with_only_an_authenticator(session):
         "rcpt_options": [],
         "auth_login": None,
     }
+
+
+def test_tls_output_waits_while_the_client_does_not_read(private_map, session, certs):
+    """TLS on a full socket asks to be retried (SSLWantWriteError): the
+    output waits, and arrives whole and once when the client reads."""
+    one = session(new_server(private_map, tls_context=certs.server_context()))
+    one.starttls(certs.client_context())
+    logged = []
+    one.channel.log_info = lambda message, type="info": logged.append(message)
+    lines = ["250-%06d %s" % (number, "x" * 4000) for number in range(500)]
+    for line in lines:  # 2 MB: far more than the socket pair holds
+        one.channel.push(line)
+    assert one.open()
+    assert one.channel.writable()  # some of it is still waiting
+    expected = "".join(line + "\r\n" for line in lines).encode("ascii")
+
+    def all_read():
+        before = None
+        while before != len(one.buffer):  # one TLS record per take_input()
+            before = len(one.buffer)
+            one.take_input()
+        return len(one.buffer) >= len(expected) or one.at_eof
+
+    assert pump(private_map, until=all_read)
+    assert one.buffer == expected
+    assert logged == []
+    one.buffer = b""
+    assert one.cmd("NOOP") == b"250 OK\r\n"
