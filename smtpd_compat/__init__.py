@@ -750,10 +750,13 @@ class SMTPChannel(async_chat):
         if not status:
             return "250 OK"
         if not isinstance(status, str):
-            # The exception Python's smtpd raised building the reply, for
-            # the log line that handle_error() writes.
+            # Python's smtpd sent bytes(status + "\r\n", "ascii"): what that
+            # raised is raised here too, for the log line handle_error()
+            # writes; a status that "+" turns into a str was sent.
             line = status + "\r\n"
-            raise TypeError(f"process_message() returned {type(line).__name__}")
+            if not isinstance(line, str):
+                bytes(line, "ascii")  # raises TypeError: not a str
+            status = line[:-2] if line.endswith("\r\n") else line
         if not (self.require_SMTPUTF8 or status.isascii()):
             (status + "\r\n").encode("ascii")  # raises as Python's smtpd did
         if self.__encode_reply(status) is None:

@@ -412,6 +412,33 @@ def assert_one_report(capsys, channel, kind, value):
     assert (match["channel"], match["kind"], match["value"]) == (channel, kind, value)
 
 
+class AddsBytes:
+    """A reply object whose ``+ "\\r\\n"`` gives bytes."""
+
+    def __add__(self, other):
+        return b"250 OK" + other.encode()
+
+
+class AddsText:
+    """A reply object whose ``+ "\\r\\n"`` gives the reply's text."""
+
+    def __add__(self, other):
+        return "250 Taken as text" + other
+
+
+def test_reply_object_that_adds_up_to_text_is_sent(serve, connect):
+    """Python's smtpd sent bytes(status + "\\r\\n"): such an object worked."""
+    server = serve(FailingServer)
+    server.result = AddsText()
+    client = connect(server)
+    client.cmd("HELO x")
+    client.cmd("MAIL FROM:<a@b>")
+    client.cmd("RCPT TO:<c@d>")
+    assert client.cmd("DATA") == START_DATA
+    assert client.cmd("body\r\n.") == b"250 Taken as text\r\n"
+    assert client.cmd("NOOP") == b"250 OK\r\n"
+
+
 @pytest.mark.parametrize(
     "result,kind,value",
     [
@@ -425,6 +452,7 @@ def assert_one_report(capsys, channel, kind, value):
             "<class 'TypeError'>",
             "unsupported operand type(s) for +: 'int' and 'str'",
         ),
+        (AddsBytes(), "<class 'TypeError'>", "encoding without a string argument"),
         (
             "250 gr\u00fc\u00df dich",
             "<class 'UnicodeEncodeError'>",

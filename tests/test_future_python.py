@@ -203,6 +203,19 @@ def test_star_args_named_like_an_option_take_no_keyword():
     assert smtpd_compat._accepted_options(decorated) == frozenset()
 
 
+def test_positional_only_parameters_before_an_option():
+    def handler(peer, mailfrom, rcpttos, data, /, mail_options=None):
+        pass
+
+    @functools.wraps(handler)
+    def decorated(*args, **kwargs):
+        return handler(*args, **kwargs)
+
+    # read from the code object, and through inspect.signature()
+    assert smtpd_compat._accepted_options(handler) == frozenset({"mail_options"})
+    assert smtpd_compat._accepted_options(decorated) == frozenset({"mail_options"})
+
+
 def test_local_variables_are_no_parameters():
     def handler(peer, mailfrom, rcpttos, data):
         mail_options = rcpt_options = None

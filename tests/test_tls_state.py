@@ -455,6 +455,22 @@ def test_stand_in_server_with_only_an_authenticator(session):
     }
 
 
+def test_stand_in_server_with_only_a_tls_context(private_map, session, certs):
+    server = DummyServer()
+    server.tls_context = certs.server_context()
+    client = session(server)
+    assert (
+        client.cmd("EHLO x")
+        == (
+            "250-%s\r\n250-SIZE 33554432\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 HELP\r\n"
+            % FQDN
+        ).encode()
+    )
+    client.starttls(certs.client_context())
+    assert client.cmd("AUTH PLAIN") == b'500 Error: command "AUTH" not recognized\r\n'
+    assert do_transaction(client) == b"250 OK\r\n"
+
+
 def test_tls_output_waits_while_the_client_does_not_read(private_map, session, certs):
     """TLS on a full socket asks to be retried (SSLWantWriteError): the
     output waits, and arrives whole and once when the client reads."""
