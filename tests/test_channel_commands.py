@@ -53,6 +53,9 @@ def test_helo_without_argument(client):
 
 def test_ehlo_without_argument(client):
     assert client.cmd("EHLO") == b"501 Syntax: EHLO hostname\r\n"
+    # nothing else was sent, and no session started
+    assert client.cmd("NOOP") == b"250 OK\r\n"
+    assert client.cmd("MAIL FROM:<a@b>") == b"503 Error: send HELO first\r\n"
 
 
 def test_ehlo_default_server(client):

@@ -189,6 +189,23 @@ def test_smtputf8_replies_are_utf8(serve, connect):
     assert client.cmd("NOOP") == OK
 
 
+def test_replies_after_an_smtputf8_message_are_ascii_again(serve, connect):
+    """The message's reply goes out in UTF-8; what follows is ASCII again:
+    a non-ASCII reply then cannot be sent and becomes a 500 (see push())."""
+
+    class GreetingChannel(EchoChannel):
+        def smtp_GREET(self, arg):
+            self.push("250 gr\u00fc\u00df dich")
+
+    class Server(RecordingServer):
+        channel_class = GreetingChannel
+
+    client = connect(serve(Server, enable_SMTPUTF8=True))
+    assert send_message(client, b"hi", mail="MAIL FROM:<a@b> SMTPUTF8") == OK
+    assert client.cmd("GREET") == b"500 Error: bad syntax\r\n"
+    assert client.cmd("ECHO plain") == b"250 plain\r\n"
+
+
 def test_ascii_replies_without_smtputf8(serve, connect):
     client = connect(serve(EchoServer, enable_SMTPUTF8=True))
     client.cmd("EHLO x")

@@ -145,6 +145,28 @@ def test_getaddr_override_finding_no_address_makes_vrfy_answer_502(serve, connec
     assert client.cmd("VRFY nobody here") == b"502 Could not VRFY nobody here\r\n"
 
 
+def test_getparams_override_taking_rcpt_parameters(serve, connect):
+    """A subclass that accepts RCPT parameters (by its _getparams) gets them
+    upper-cased in rcpt_options, as from Python's smtpd."""
+
+    class Channel(smtpd_compat.SMTPChannel):
+        def _getparams(self, params):
+            return {}
+
+    class Server(RecordingServer):
+        channel_class = Channel
+
+    server = serve(Server)
+    client = connect(server)
+    client.cmd("EHLO x")
+    assert client.cmd("MAIL FROM:<a@b>") == b"250 OK\r\n"
+    assert client.cmd("RCPT TO:<c@d> notify=never orcpt=rfc822;c@d") == b"250 OK\r\n"
+    assert client.cmd("DATA").startswith(b"354 ")
+    assert client.cmd("body\r\n.") == b"250 OK\r\n"
+    [delivery] = server.deliveries
+    assert delivery.kwargs["rcpt_options"] == ["NOTIFY=NEVER", "ORCPT=RFC822;C@D"]
+
+
 def test_replies_leave_before_a_blocking_handler_runs(handler_server, connect):
     client = connect(handler_server)
     client.send(b"NOOP\r\nXWAIT\r\n")

@@ -13,10 +13,12 @@
 """
 
 import functools
+import gc
 import importlib
 import inspect
 import sys
 import types
+import weakref
 from pathlib import Path
 
 import pytest
@@ -214,6 +216,39 @@ def test_positional_only_parameters_before_an_option():
     # read from the code object, and through inspect.signature()
     assert smtpd_compat._accepted_options(handler) == frozenset({"mail_options"})
     assert smtpd_compat._accepted_options(decorated) == frozenset({"mail_options"})
+
+
+class UnhashableHandler:
+    """A callable object that defines __eq__ and so has no hash."""
+
+    def __eq__(self, other):
+        return self is other
+
+    def __call__(self, peer, mailfrom, rcpttos, data, rcpt_options=()):
+        pass
+
+
+def test_unhashable_handler_is_read_too():
+    assert smtpd_compat._options_for(UnhashableHandler(), dict(OPTIONS)) == {
+        "rcpt_options": []
+    }
+
+
+def test_the_options_cache_keeps_no_server_alive():
+    """Handlers are cached by their function, not by the bound method,
+    which would hold on to the server."""
+
+    class Server:
+        def process_message(self, peer, mailfrom, rcpttos, data, mail_options=()):
+            pass
+
+    server = Server()
+    options = smtpd_compat._options_for(server.process_message, dict(OPTIONS))
+    assert options == {"mail_options": ["BODY=8BITMIME"]}
+    alive = weakref.ref(server)
+    del server
+    gc.collect()
+    assert alive() is None
 
 
 def test_local_variables_are_no_parameters():
