@@ -17,7 +17,7 @@ from unittest import mock
 
 import pytest
 import trustme
-from conftest import TIMEOUT, DummyServer, RecordingServer
+from conftest import TIMEOUT, DummyServer, RecordingServer, wait_for
 
 import smtpd_compat
 from smtpd_compat import asyncore
@@ -165,6 +165,110 @@ def test_getparams_override_taking_rcpt_parameters(serve, connect):
     assert client.cmd("body\r\n.") == b"250 OK\r\n"
     [delivery] = server.deliveries
     assert delivery.kwargs["rcpt_options"] == ["NOTIFY=NEVER", "ORCPT=RFC822;C@D"]
+
+
+def _start_message(client):
+    for line, reply in (
+        (b"HELO x", b"250 "),
+        (b"MAIL FROM:<a@b>", b"250 OK"),
+        (b"RCPT TO:<c@d>", b"250 OK"),
+        (b"DATA", b"354 "),
+    ):
+        assert client.cmd(line).startswith(reply)
+
+
+def test_push_replaced_in_the_middle_of_a_message(serve, connect):
+    """A program that puts its own push() on a channel while a message comes
+    in: the rest of the message is kept as it arrives, and the whole of it,
+    unstuffed, is delivered."""
+    server = serve()
+    client = connect(server)
+    _start_message(client)
+    client.send(b"first\r\n..dot\r\n")
+    [channel] = wait_for(
+        lambda: [
+            d
+            for d in list(server._map.values())
+            if isinstance(d, smtpd_compat.SMTPChannel) and d.received_lines
+        ]
+    )
+    pushed = []
+
+    def push(msg):
+        pushed.append(msg)
+        smtpd_compat.SMTPChannel.push(channel, msg)
+
+    channel.push = push
+    client.send(b"..second\r\n")
+    wait_for(lambda: len(channel.received_lines) == 2)
+    assert client.cmd(b"last\r\n.") == b"250 OK\r\n"
+    assert pushed == ["250 OK"]
+    assert [d.data for d in server.deliveries] == [b"first\n.dot\n.second\nlast"]
+
+
+def test_state_set_back_to_command_in_the_middle_of_a_message(serve, connect):
+    """smtp_state set to COMMAND by a subclass while a message comes in: what
+    came until the terminator is handled as a command line, as by 3.11."""
+
+    class Channel(smtpd_compat.SMTPChannel):
+        def collect_incoming_data(self, data):
+            super().collect_incoming_data(data)
+            if self.smtp_state == self.DATA and b"SWITCH" in data:
+                self.smtp_state = self.COMMAND
+
+    class Server(RecordingServer):
+        channel_class = Channel
+
+    server = serve(Server)
+    client = connect(server)
+    _start_message(client)
+    reply = client.cmd(b"SWITCH\r\n.")
+    assert reply == b'500 Error: command "SWITCH" not recognized\r\n'
+    assert server.deliveries == []
+    # (the terminator is still the message's, as it was in 3.11)
+
+
+def test_state_set_to_command_from_outside_in_the_middle_of_a_message(serve, connect):
+    """The same, set by the program from outside (no method overridden)."""
+    server = serve()
+    client = connect(server)
+    _start_message(client)
+    client.send(b"XFIRST")
+    [channel] = wait_for(
+        lambda: [
+            d
+            for d in list(server._map.values())
+            if isinstance(d, smtpd_compat.SMTPChannel) and d.received_lines
+        ]
+    )
+    channel.smtp_state = channel.COMMAND
+    reply = client.cmd(b"LINE\r\n.")
+    assert reply == b'500 Error: command "XFIRSTLINE" not recognized\r\n'
+    assert server.deliveries == []
+
+
+def test_unknown_state_set_by_a_subclass(serve, connect):
+    """Neither COMMAND nor DATA: every line gets 3.11's 451 Internal
+    confusion, and its length no longer counts toward the line limit."""
+    channels = []
+
+    class Channel(smtpd_compat.SMTPChannel):
+        def smtp_XLIMBO(self, arg):
+            channels.append(self)
+            self.smtp_state = 2
+            self.push("250 in limbo")
+
+    class Server(RecordingServer):
+        channel_class = Channel
+
+    client = connect(serve(Server))
+    assert client.cmd("XLIMBO") == b"250 in limbo\r\n"
+    assert client.cmd("NOOP") == b"451 Internal confusion\r\n"
+    assert client.cmd("x" * 600) == b"451 Internal confusion\r\n"
+    [channel] = channels
+    channel.smtp_state = channel.COMMAND
+    # a line of exactly the limit: nothing from before counts
+    assert client.cmd("NOOP " + "y" * 507) == b"501 Syntax: NOOP\r\n"
 
 
 def test_replies_leave_before_a_blocking_handler_runs(handler_server, connect):
