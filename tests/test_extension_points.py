@@ -247,6 +247,23 @@ def test_state_set_to_command_from_outside_in_the_middle_of_a_message(serve, con
     assert server.deliveries == []
 
 
+def test_command_that_is_a_plain_function_attribute(serve, connect):
+    """smtp_* found by getattr() may be any callable, as in 3.11: here a
+    lambda set on the instance (it has no __func__)."""
+
+    class Channel(smtpd_compat.SMTPChannel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.smtp_XPING = lambda arg: self.push("250 pong %s" % arg)
+
+    class Server(RecordingServer):
+        channel_class = Channel
+
+    client = connect(serve(Server))
+    assert client.cmd("XPING one") == b"250 pong one\r\n"
+    assert client.cmd("NOOP") == b"250 OK\r\n"
+
+
 def test_unknown_state_set_by_a_subclass(serve, connect):
     """Neither COMMAND nor DATA: every line gets 3.11's 451 Internal
     confusion, and its length no longer counts toward the line limit."""
