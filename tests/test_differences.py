@@ -345,6 +345,31 @@ def test_command_size_limits_class_attribute(server, connect):
     assert dict(limits) == before
 
 
+def test_command_size_table_stops_growing(server, connect):
+    """Python's smtpd stored a limit for every verb a client sent; the table
+    keeps 256 of them, and the limits in it still hold when it is full."""
+    client = connect(server)
+    assert client.cmd("EHLO x").startswith(b"250-")  # MAIL: 512 + 26
+    [channel] = [
+        d for d in list(server._map.values()) if isinstance(d, smtpd_compat.SMTPChannel)
+    ]
+    verbs = ["XV%03d" % number for number in range(300)]
+    client.send("".join(verb + "\r\n" for verb in verbs).encode())
+    for verb in verbs:
+        assert client.read_reply() == (
+            b'500 Error: command "%s" not recognized\r\n' % verb.encode()
+        )
+    limits = channel.command_size_limits
+    assert len(limits) == 256
+    assert limits["MAIL"] == 538
+    assert "XV254" in limits and "XV255" not in limits
+    unknown = b'500 Error: command "XNEW" not recognized\r\n'
+    assert client.cmd("XNEW " + "y" * 507) == unknown  # 512 bytes
+    assert client.cmd("XNEW " + "y" * 508) == TOO_LONG
+    assert len(limits) == 256
+    assert client.cmd(mail_line(538)) == OK
+
+
 def test_ehlo_twice_on_other_connections_does_not_grow_limit(server, connect):
     clients = [connect(server) for _ in range(3)]
     for client in clients:
