@@ -1,7 +1,7 @@
 """Command-line and message-size limits."""
 
 import pytest
-from conftest import data_reply_ok
+from conftest import ReadCountingServer, data_reply_ok, send_in_separate_reads
 
 import smtpd_compat
 
@@ -130,6 +130,17 @@ def test_data_one_over_limit(serve, connect):
     start_data(client)
     body = b"a" * 48 + b"\r\n" + b"b" * 51
     assert data_reply_ok(client, body) == TOO_MUCH
+    assert server.deliveries == []
+
+
+def test_data_over_limit_after_a_read_that_reached_it(serve, connect):
+    """A read that brings the message to exactly the limit, and another with
+    one byte more: too much (not a message cut at the limit)."""
+    server = serve(ReadCountingServer, data_size_limit=100)
+    client = connect(server)
+    start_data(client)
+    send_in_separate_reads(client, server, b"a" * 100, b"b")
+    assert client.cmd(b"\r\n.") == TOO_MUCH
     assert server.deliveries == []
 
 
