@@ -6,10 +6,11 @@ what unstuffing the whole message at once gives, wherever a read cuts it:
 in a ``CRLF .``, in a CRLF pair, or in the end-of-data mark.
 """
 
+import io
 import select
 import socket
 
-from conftest import TIMEOUT, RecordingServer
+from conftest import TIMEOUT, DummyServer, RecordingServer, pump
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -162,3 +163,33 @@ def test_channel_delivers_the_same_wherever_reads_cut(content, points):
         deliveries, replies = deliver_in_reads(server_class, pieces)
         assert [d.data for d in deliveries] == [unstuff(content)], server_class
         assert replies.split(b"\r\n")[-3:] == [b"250 OK", b"221 Bye", b""]
+
+
+def test_message_in_pieces_with_debugstream_in_use(private_map, sockpair, monkeypatch):
+    """With DEBUGSTREAM in use the message is kept as sent (for its "Data:"
+    line), piece after piece, and still delivered unstuffed."""
+    stream = io.StringIO()
+    monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", stream)
+    server = DummyServer()
+    channel = smtpd_compat.SMTPChannel(server, sockpair[0], ("x", 1), map=private_map)
+    assert channel._ac_batching()
+    client = sockpair[1]
+    client.sendall(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+    pump(private_map, until=lambda: channel.smtp_state == channel.DATA)
+
+    def all_read():
+        return not select.select([sockpair[0]], [], [], 0)[0]
+
+    for piece in (b"one\r\n", b"..two\r\n", b"three"):  # each read on its own
+        client.sendall(piece)
+        assert pump(private_map, until=all_read)
+    client.sendall(b"\r\n.\r\n")
+    pump(private_map, until=lambda: server.deliveries)
+    assert [d.data for d in server.deliveries] == [b"one\n.two\nthree"]
+    assert "Data: b'one\\r\\n..two\\r\\nthree'\n" in stream.getvalue()
+
+
+def test_command_lines_are_not_unstuffed(server, connect):
+    """Only a message is dot-unstuffed: a command keeps its dots."""
+    client = connect(server)
+    assert client.cmd("..XYZ") == b'500 Error: command "..XYZ" not recognized\r\n'
