@@ -142,7 +142,8 @@ def test_smtputf8_and_decode_data_rejected_by_server():
 
 def test_smtputf8_and_decode_data_rejected_by_channel(private_map, sockpair):
     left = sockpair[0]
-    with pytest.raises(ValueError):
+    message = "decode_data and enable_SMTPUTF8 cannot be set to True at the same time"
+    with pytest.raises(ValueError, match="^%s$" % message):
         smtpd_compat.SMTPChannel(
             DummyServer(),
             left,

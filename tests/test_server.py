@@ -601,3 +601,31 @@ def test_debugstream_custom_server_name(serve, debugstream):
     assert text.endswith(
         "\n\tLocal addr: ('127.0.0.1', 0)\n\tRemote addr:('mx.example', 2525)\n"
     )
+
+
+def test_host_name_is_asked_once_per_server(private_map, monkeypatch):
+    """Python's smtpd asked socket.getfqdn() for each connection; the name is
+    kept per server, and asked again when getfqdn itself was replaced."""
+    calls = []
+
+    def getfqdn(name=""):
+        calls.append(name)
+        return "mx%d.example" % len(calls)
+
+    monkeypatch.setattr(socket, "getfqdn", getfqdn)
+    server = smtpd_compat.SMTPServer(("127.0.0.1", 0), None, map=private_map)
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        channels = [
+            smtpd_compat.SMTPChannel(server, left, ("x", 1), map=private_map)
+            for left, _ in pairs
+        ]
+        assert [channel.fqdn for channel in channels] == ["mx1.example"] * 3
+        assert len(calls) == 1
+        monkeypatch.setattr(socket, "getfqdn", lambda name="": "other.example")
+        later = smtpd_compat.SMTPChannel(server, pairs[0][1], ("x", 1), map=private_map)
+        assert later.fqdn == "other.example"
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
