@@ -154,6 +154,30 @@ def test_smtputf8_and_decode_data_rejected_by_channel(private_map, sockpair):
         )
 
 
+@pytest.mark.parametrize(
+    "decode_data,expected",
+    [
+        (False, (b"", b"\r\n", ord(b"."), b"\n")),
+        (True, ("", "\r\n", ".", "\n")),
+    ],
+)
+def test_private_separators_of_pythons_smtpd(
+    private_map, sockpair, decode_data, expected
+):
+    """_emptystring, _linesep, _dotsep and _newline, which subclasses and
+    CPython's own smtplib tests use, hold what they held in 3.11."""
+    channel = smtpd_compat.SMTPChannel(
+        DummyServer(),
+        sockpair[0],
+        ("127.0.0.1", 1),
+        map=private_map,
+        decode_data=decode_data,
+    )
+    found = (channel._emptystring, channel._linesep, channel._dotsep, channel._newline)
+    assert found == expected
+    assert [type(value) for value in found] == [type(value) for value in expected]
+
+
 class EchoChannel(smtpd_compat.SMTPChannel):
     def smtp_ECHO(self, arg):
         self.push("250 " + arg)
