@@ -629,3 +629,25 @@ def test_host_name_is_asked_once_per_server(private_map, monkeypatch):
         for pair in pairs:
             for sock in pair:
                 sock.close()
+
+
+def test_replies_are_not_held_back_by_nagle(serve, connect):
+    """The channel's TCP socket has TCP_NODELAY set."""
+    server = serve()
+    client = connect(server)
+    [channel] = [
+        d for d in list(server._map.values()) if isinstance(d, smtpd_compat.SMTPChannel)
+    ]
+    assert channel.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    assert client.cmd("NOOP") == b"250 OK\r\n"
+
+
+def test_client_gone_before_the_channel_is_made(private_map):
+    """getpeername() fails with ENOTCONN: the channel closes quietly, as in
+    3.11 (any other error is raised)."""
+    server = smtpd_compat.SMTPServer(("127.0.0.1", 0), None, map=private_map)
+    unconnected = socket.socket()
+    channel = smtpd_compat.SMTPChannel(server, unconnected, ("x", 1), map=private_map)
+    assert channel not in private_map.values()
+    assert unconnected.fileno() == -1  # closed
+    assert not hasattr(channel, "peer")
