@@ -23,11 +23,22 @@ NOTICE = b"421 " + FQDN.encode() + b" Idle timeout, closing connection\r\n"
 class Session:
     """A server with an idle timeout, one channel on a socket pair, its client."""
 
-    def __init__(self, sock_map, server_end, client, idle_timeout=IDLE, **server_kw):
+    def __init__(
+        self,
+        sock_map,
+        server_end,
+        client,
+        idle_timeout=IDLE,
+        own_sweeps=True,
+        **server_kw,
+    ):
         self.map = sock_map
         self.server = smtpd_compat.SMTPServer(
             ("127.0.0.1", 0), None, map=sock_map, idle_timeout=idle_timeout, **server_kw
         )
+        if not own_sweeps:
+            # The server's loop then never sweeps by itself: only the test does.
+            self.server._next_idle_sweep = float("inf")
         self.channel = smtpd_compat.SMTPChannel(
             self.server, server_end, ("127.0.0.1", 2525), map=sock_map
         )
@@ -75,6 +86,15 @@ def test_silence_past_the_timeout_gets_421_then_eof(session):
     pump(session.map, until=lambda: not session.channel_open())
     assert session.client.recv(1024) == NOTICE
     assert session.client.recv(1024) == b""
+
+
+def test_the_clock_starts_when_the_client_connects(private_map, sockpair):
+    """Silent from the start: cut a timeout after connecting (not after a
+    first sweep that would only start the clock)."""
+    session = Session(private_map, *sockpair, own_sweeps=False)
+    session.sweep(time.monotonic() + IDLE + 1)
+    pump(session.map, until=lambda: not session.channel_open())
+    assert session.client.recv(1024) == NOTICE
 
 
 def test_no_timeout_means_no_sweep_effect(session):
