@@ -435,7 +435,7 @@ def test_off_means_off(server, connect, monkeypatch):
     ],
 )
 def test_inconsistent_options_are_refused(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match="^%s$" % message):
         RecordingServer(("127.0.0.1", 0), None, map={}, **kwargs)
 
 

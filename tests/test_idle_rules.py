@@ -152,3 +152,46 @@ def test_tls_client_that_does_not_take_the_notice_is_cut_off(private_map, tmp_pa
     finally:
         client_tls.close()
         asyncore.close_all(map=private_map, ignore_all=True)
+
+
+class Clock:
+    """time.monotonic() as the test sets it."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def monotonic(self):
+        return self.now
+
+
+@pytest.mark.parametrize(
+    "idle_timeout,interval",
+    [(1.0, 0.5), (10.0, 1.0)],  # half the timeout, at most a second
+)
+def test_sweeps_are_spaced(private_map, monkeypatch, idle_timeout, interval):
+    server = smtpd_compat.SMTPServer(
+        ("127.0.0.1", 0), None, map=private_map, idle_timeout=idle_timeout
+    )
+    sweeps = []
+    monkeypatch.setattr(server, "_close_idle_channels", sweeps.append)
+    clock = Clock(100.0)
+    monkeypatch.setattr(smtpd_compat, "time", clock)
+    for now in (
+        100.0,
+        100.0 + interval * 0.9,
+        100.0 + interval,
+        100.0 + interval * 1.5,
+    ):
+        clock.now = now
+        assert server.readable()
+    assert sweeps == [100.0, 100.0 + interval]
+
+
+def test_accepting_resumes_when_the_pause_ends(private_map, monkeypatch):
+    server = smtpd_compat.SMTPServer(("127.0.0.1", 0), None, map=private_map)
+    server._accept_paused_until = 50.0  # as after EMFILE
+    clock = Clock(49.9)
+    monkeypatch.setattr(smtpd_compat, "time", clock)
+    assert not server.readable()
+    clock.now = 50.0
+    assert server.readable()
