@@ -134,7 +134,8 @@ def test_decode_data_process_message_without_kwargs(serve, connect):
 
 
 def test_smtputf8_and_decode_data_rejected_by_server():
-    with pytest.raises(ValueError):
+    message = "decode_data and enable_SMTPUTF8 cannot be set to True at the same time"
+    with pytest.raises(ValueError, match="^%s$" % message):
         smtpd_compat.SMTPServer(
             ("127.0.0.1", 0), None, map={}, enable_SMTPUTF8=True, decode_data=True
         )

@@ -651,3 +651,11 @@ def test_client_gone_before_the_channel_is_made(private_map):
     assert channel not in private_map.values()
     assert unconnected.fileno() == -1  # closed
     assert not hasattr(channel, "peer")
+
+
+@requires_ipv6
+def test_ipv6_local_address_with_flow_info_and_scope(private_map):
+    """localaddr may be IPv6's four-tuple, as bind() takes it."""
+    server = smtpd_compat.SMTPServer(("::1", 0, 0, 0), None, map=private_map)
+    assert server.socket.family == socket.AF_INET6
+    assert server.socket.getsockname()[0] == "::1"
