@@ -659,3 +659,18 @@ def test_ipv6_local_address_with_flow_info_and_scope(private_map):
     server = smtpd_compat.SMTPServer(("::1", 0, 0, 0), None, map=private_map)
     assert server.socket.family == socket.AF_INET6
     assert server.socket.getsockname()[0] == "::1"
+
+
+def test_started_line_on_debugstream(private_map, monkeypatch):
+    """3.11's line, its time from time.time() (a frozen clock freezes it)."""
+    stream = io.StringIO()
+    monkeypatch.setattr(smtpd_compat, "DEBUGSTREAM", stream)
+    monkeypatch.setattr(time, "time", lambda: 1700000000.0)
+    server = smtpd_compat.SMTPServer(
+        ("127.0.0.1", 0), ("relay.example", 25), map=private_map
+    )
+    assert stream.getvalue() == (
+        "SMTPServer started at %s\n\tLocal addr: ('127.0.0.1', 0)\n"
+        "\tRemote addr:('relay.example', 25)\n" % time.ctime(1700000000.0)
+    )
+    assert server.socket is not None
