@@ -97,6 +97,18 @@ def test_the_clock_starts_when_the_client_connects(private_map, sockpair):
     assert session.client.recv(1024) == NOTICE
 
 
+def test_input_restarts_the_clock(private_map, sockpair, monkeypatch):
+    session = Session(private_map, *sockpair, own_sweeps=False)
+    later = Clock(session.channel._last_activity + 100)
+    monkeypatch.setattr(smtpd_compat, "time", later)
+    session.client.sendall(b"NOOP\r\n")
+    pump(session.map, until=lambda: session.received_now() is not None)
+    session.sweep(later.now + IDLE)  # a whole timeout since the NOOP: not more
+    pump(session.map)
+    assert session.received_now() is None
+    assert session.channel_open()
+
+
 def test_no_timeout_means_no_sweep_effect(session):
     session.server.idle_timeout = None
     session.sweep(session.channel._last_activity + 1e9)
