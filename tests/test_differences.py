@@ -451,10 +451,18 @@ class AddsText:
         return "250 Taken as text" + other
 
 
-def test_reply_object_that_adds_up_to_text_is_sent(serve, connect):
+class AddsTextWithoutLineEnd:
+    """The same, leaving out what it is given: the reply gets its CRLF."""
+
+    def __add__(self, other):
+        return "250 Taken as text"
+
+
+@pytest.mark.parametrize("result", [AddsText(), AddsTextWithoutLineEnd()])
+def test_reply_object_that_adds_up_to_text_is_sent(serve, connect, result):
     """Python's smtpd sent bytes(status + "\\r\\n"): such an object worked."""
     server = serve(FailingServer)
-    server.result = AddsText()
+    server.result = result
     client = connect(server)
     client.cmd("HELO x")
     client.cmd("MAIL FROM:<a@b>")
