@@ -10,6 +10,7 @@ import collections
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,17 @@ import pytest
 
 import smtpd_compat
 from smtpd_compat import asyncore
+
+# A job that a non-interactive shell starts with "&" (nohup, a CI runner,
+# mutmut's workers) has SIGINT ignored, and an ignored signal stays ignored
+# in every program it starts: the command-line servers the tests stop with
+# SIGINT (Ctrl-C) would not stop.  A handler, unlike SIG_IGN, is reset to
+# the default in a child, which then gets its KeyboardInterrupt as usual.
+if (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # tests/legacy/ holds programs that test_legacy_programs.py runs in child
 # processes; some of their names look like test modules to pytest.
