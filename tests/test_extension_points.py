@@ -264,6 +264,29 @@ def test_command_that_is_a_plain_function_attribute(serve, connect):
     assert client.cmd("NOOP") == b"250 OK\r\n"
 
 
+def test_command_after_close_when_done_runs_on_an_open_channel(serve, connect):
+    """As in 3.11, commands read with the one that called close_when_done()
+    still run, on a channel that is still open (their replies are lost)."""
+    seen = []
+
+    class Channel(smtpd_compat.SMTPChannel):
+        def smtp_XBYE(self, arg):
+            self.push("221 bye")
+            self.close_when_done()
+
+        def smtp_XSEEN(self, arg):
+            seen.append(self.connected)
+            self.push("250 seen")
+
+    class Server(RecordingServer):
+        channel_class = Channel
+
+    client = connect(serve(Server))
+    client.send(b"XBYE\r\nXSEEN\r\n")
+    assert read_until_eof(client.sock) == b"221 bye\r\n"
+    assert seen == [True]
+
+
 def test_unknown_state_set_by_a_subclass(serve, connect):
     """Neither COMMAND nor DATA: every line gets 3.11's 451 Internal
     confusion, and its length no longer counts toward the line limit."""

@@ -30,6 +30,7 @@ class Session:
         client,
         idle_timeout=IDLE,
         own_sweeps=True,
+        channel_class=smtpd_compat.SMTPChannel,
         **server_kw,
     ):
         self.map = sock_map
@@ -39,7 +40,7 @@ class Session:
         if not own_sweeps:
             # The server's loop then never sweeps by itself: only the test does.
             self.server._next_idle_sweep = float("inf")
-        self.channel = smtpd_compat.SMTPChannel(
+        self.channel = channel_class(
             self.server, server_end, ("127.0.0.1", 2525), map=sock_map
         )
         self.client = client
@@ -107,6 +108,22 @@ def test_input_restarts_the_clock(private_map, sockpair, monkeypatch):
     pump(session.map)
     assert session.received_now() is None
     assert session.channel_open()
+
+
+def test_commands_after_the_notice_are_not_run(private_map, sockpair):
+    ran = []
+
+    class Channel(smtpd_compat.SMTPChannel):
+        def smtp_XMARK(self, arg):
+            ran.append(arg)
+            self.push("250 marked")
+
+    session = Session(private_map, *sockpair, channel_class=Channel)
+    session.sweep(session.channel._last_activity + IDLE + 1)
+    session.client.sendall(b"XMARK late\r\n")
+    pump(session.map, until=lambda: not session.channel_open())
+    assert session.client.recv(1024) == NOTICE
+    assert ran == []
 
 
 def test_no_timeout_means_no_sweep_effect(session):
