@@ -437,6 +437,13 @@ def assert_one_report(capsys, channel, kind, value):
     assert (match["channel"], match["kind"], match["value"]) == (channel, kind, value)
 
 
+def _start_data(client):
+    client.cmd("HELO x")
+    client.cmd("MAIL FROM:<a@b>")
+    client.cmd("RCPT TO:<c@d>")
+    assert client.cmd("DATA") == START_DATA
+
+
 class AddsBytes:
     """A reply object whose ``+ "\\r\\n"`` gives bytes."""
 
@@ -464,10 +471,7 @@ def test_reply_object_that_adds_up_to_text_is_sent(serve, connect, result):
     server = serve(FailingServer)
     server.result = result
     client = connect(server)
-    client.cmd("HELO x")
-    client.cmd("MAIL FROM:<a@b>")
-    client.cmd("RCPT TO:<c@d>")
-    assert client.cmd("DATA") == START_DATA
+    _start_data(client)
     assert client.cmd("body\r\n.") == b"250 Taken as text\r\n"
     assert client.cmd("NOOP") == b"250 OK\r\n"
 
@@ -505,10 +509,7 @@ def test_process_message_failures(serve, connect, capsys, result, kind, value):
     server = serve(FailingServer)
     server.result = result
     client = connect(server)
-    client.cmd("HELO x")
-    client.cmd("MAIL FROM:<a@b>")
-    client.cmd("RCPT TO:<c@d>")
-    assert client.cmd("DATA") == START_DATA
+    _start_data(client)
     assert data_reply_ok(client, b"x") == LOCAL_ERROR
     assert_one_report(capsys, "smtpd_compat.SMTPChannel", kind, value)
     assert client.cmd("RCPT TO:<c@d>") == NEED_MAIL

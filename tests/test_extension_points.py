@@ -177,6 +177,18 @@ def _start_message(client):
         assert client.cmd(line).startswith(reply)
 
 
+def _channel_holding_input(server):
+    """The server's channel, once it has collected part of a message."""
+    [channel] = wait_for(
+        lambda: [
+            d
+            for d in list(server._map.values())
+            if isinstance(d, smtpd_compat.SMTPChannel) and d.received_lines
+        ]
+    )
+    return channel
+
+
 def test_push_replaced_in_the_middle_of_a_message(serve, connect):
     """A program that puts its own push() on a channel while a message comes
     in: the rest of the message is kept as it arrives, and the whole of it,
@@ -185,13 +197,7 @@ def test_push_replaced_in_the_middle_of_a_message(serve, connect):
     client = connect(server)
     _start_message(client)
     client.send(b"first\r\n..dot\r\n")
-    [channel] = wait_for(
-        lambda: [
-            d
-            for d in list(server._map.values())
-            if isinstance(d, smtpd_compat.SMTPChannel) and d.received_lines
-        ]
-    )
+    channel = _channel_holding_input(server)
     pushed = []
 
     def push(msg):
@@ -234,13 +240,7 @@ def test_state_set_to_command_from_outside_in_the_middle_of_a_message(serve, con
     client = connect(server)
     _start_message(client)
     client.send(b"XFIRST")
-    [channel] = wait_for(
-        lambda: [
-            d
-            for d in list(server._map.values())
-            if isinstance(d, smtpd_compat.SMTPChannel) and d.received_lines
-        ]
-    )
+    channel = _channel_holding_input(server)
     channel.smtp_state = channel.COMMAND
     reply = client.cmd(b"LINE\r\n.")
     assert reply == b'500 Error: command "XFIRSTLINE" not recognized\r\n'
