@@ -466,6 +466,39 @@ def cli(request):
     return request.getfixturevalue("main_in_process")
 
 
+@pytest.fixture
+def swaks():
+    """The path of swaks; a skip without it, but a failure under CI."""
+    path = shutil.which("swaks")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("swaks is required in CI (apt-get install swaks)")
+        pytest.skip("swaks is not installed")
+    return path
+
+
+def swaks_session(
+    swaks,
+    port,
+    *arguments,
+    sender="sender@example.com",
+    recipient="rcpt@example.com",
+):
+    """(exit status, transcript) of one swaks session with 127.0.0.1:port."""
+    command = [swaks, "--server", "127.0.0.1", "--port", str(port)]
+    command += ["--from", sender, "--to", recipient, "--helo", "client.example"]
+    command += ["--timeout", "20", *arguments]
+    result = subprocess.run(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=60,
+        env=dict(os.environ, LC_ALL="C.UTF-8"),
+        check=False,
+    )
+    return result.returncode, result.stdout.decode("utf-8", "replace")
+
+
 class CLIRun:
     """What one run of the command line did: exit status, output, effects."""
 

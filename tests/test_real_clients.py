@@ -7,7 +7,6 @@ each message (``N.eml``) and its envelope (``N.json``) in a directory.
 
 import json
 import os
-import shutil
 import smtplib
 import subprocess
 import textwrap
@@ -15,7 +14,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
-from conftest import TIMEOUT, start_cli, subprocess_env
+from conftest import TIMEOUT, start_cli, subprocess_env, swaks_session
 
 CAPTURE_MODULE = """
     import json
@@ -99,44 +98,10 @@ def cli_server(tmp_path):
                 process.communicate()
 
 
-@pytest.fixture
-def swaks():
-    """The path of swaks; a skip without it, but a failure under CI."""
-    path = shutil.which("swaks")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("swaks is required in CI (apt-get install swaks)")
-        pytest.skip("swaks is not installed")
-    return path
-
-
 def run_swaks(swaks, server, *arguments):
-    command = [
-        swaks,
-        "--server",
-        "127.0.0.1",
-        "--port",
-        str(server.port),
-        "--from",
-        "sender@example.com",
-        "--to",
-        "rcpt@example.com",
-        "--helo",
-        "client.example",
-        "--timeout",
-        "20",
-        *arguments,
-    ]
-    result = subprocess.run(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=60,
-        env=dict(os.environ, LC_ALL="C.UTF-8"),
-        check=False,  # a failure is reported with swaks' output below
-    )
-    output = result.stdout.decode("utf-8", "replace")
-    assert result.returncode == 0, output
+    """One swaks session that must deliver; its transcript."""
+    status, output = swaks_session(swaks, server.port, *arguments)
+    assert status == 0, output
     assert "<-  250 OK" in output, output
     return output
 

@@ -11,7 +11,6 @@ certificate against the throw-away CA; none turns verification off.
 import base64
 import json
 import os
-import shutil
 import smtplib
 import socket
 import ssl
@@ -22,7 +21,7 @@ import time
 
 import pytest
 import trustme
-from conftest import TIMEOUT, listening_ports, subprocess_env
+from conftest import TIMEOUT, listening_ports, subprocess_env, swaks_session
 
 from smtpd_compat.capture import CapturingController
 
@@ -315,17 +314,6 @@ def test_require_starttls(start, kind):
 # -- swaks -------------------------------------------------------------------
 
 
-@pytest.fixture
-def swaks():
-    """The path of swaks; a skip without it, but a failure under CI."""
-    path = shutil.which("swaks")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("swaks is required in CI (apt-get install swaks)")
-        pytest.skip("swaks is not installed")
-    return path
-
-
 def run_swaks(swaks, target, *arguments, tls=True):
     """(exit status, transcript) of one swaks session, verifying the server."""
     if tls:
@@ -333,32 +321,14 @@ def run_swaks(swaks, target, *arguments, tls=True):
         tls_options.append("--tls-on-connect" if target.smtps else "--tls")
     else:
         tls_options = []
-    command = [
+    return swaks_session(
         swaks,
-        "--server",
-        "127.0.0.1",
-        "--port",
-        str(target.port),
-        "--from",
-        SENDER,
-        "--to",
-        RECIPIENT,
-        "--helo",
-        "client.example",
-        "--timeout",
-        "20",
+        target.port,
         *tls_options,
         *arguments,
-    ]
-    result = subprocess.run(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=60,
-        env=dict(os.environ, LC_ALL="C.UTF-8"),
-        check=False,
+        sender=SENDER,
+        recipient=RECIPIENT,
     )
-    return result.returncode, result.stdout.decode("utf-8", "replace")
 
 
 @pytest.mark.parametrize("kind", KINDS)
