@@ -7,7 +7,7 @@ import time
 from collections import deque
 
 import pytest
-from conftest import GREETING, TIMEOUT, RecordingServer, pump
+from conftest import GREETING, TIMEOUT, RecordingServer, pump, server_address
 
 import smtpd_compat
 from smtpd_compat import asynchat, asyncore
@@ -199,6 +199,37 @@ def test_none_terminator_collects_everything(chat, peer, private_map):
     pump(private_map, until=lambda: b"".join(chat.chunks) == b"a\r\nb\r\n.\r\n")
     assert b"".join(chat.chunks) == b"a\r\nb\r\n.\r\n"
     assert chat.items == []
+
+
+def test_none_terminator_keeps_reading(chat, peer):
+    """With no terminator each read is collected whole, the buffer is left
+    empty, and the channel goes on reading."""
+    chat.set_terminator(None)
+    for data in (b"a\r\n", b"b"):
+        peer.sendall(data)
+        chat.handle_read()
+        assert chat.ac_in_buffer == b""
+    assert chat.chunks == [b"a\r\n", b"b"]
+    assert chat.connected
+
+
+def test_initial_terminator_counts_once_at_the_start(chat, peer):
+    """The second terminator an SMTP channel sets for DATA (".\r\n") ends
+    an item only at the very start of the input; after that only the
+    terminator itself does."""
+    chat.set_terminator(b"\r\n.\r\n")
+    chat._initial_terminator = b".\r\n"
+    peer.sendall(b".\r\nabc\r\n.\r\n.\r\nx\r\n.\r\n")
+    chat.handle_read()
+    assert chat.items == [b"", b"abc", b".\r\nx"]
+    assert chat._initial_terminator is None
+    # Setting a terminator forgets one that has not been met yet.
+    chat._initial_terminator = b".\r\n"
+    chat.set_terminator(b"\n")
+    assert chat._initial_terminator is None
+    peer.sendall(b".\r\n")
+    chat.handle_read()
+    assert chat.items[3:] == [b".\r"]
 
 
 def test_set_get_terminator(chat):
@@ -451,6 +482,31 @@ def test_collect_helpers(private_map, sockpair):
     pump(private_map, until=lambda: len(chat.items) == 3)
     assert chat.items == [b"ab", b"cd", b"efgh"]
     assert chat.incoming == []
+
+
+def test_collector_replacing_ac_in_buffer_mid_read(private_map, sockpair):
+    """A collect_incoming_data() that assigns ac_in_buffer while later items
+    of the same read wait: the terminator's end, counted from where that
+    item began, is cut from the new buffer (what Python's asynchat did)."""
+
+    class Rewinding(Collector):
+        saved = None
+
+        def collect_incoming_data(self, data):
+            Collector.collect_incoming_data(self, data)
+            if self.saved is None:
+                self.saved = self.ac_in_buffer  # the whole read: b"a\nbb\ncc\n"
+            elif len(self.items) == 1:
+                self.ac_in_buffer = self.saved
+
+    left, right = sockpair
+    chat = Rewinding(left, private_map, terminator=b"\n")
+    right.sendall(b"a\nbb\ncc\n")
+    chat.handle_read()
+    # "bb" began 2 bytes in and its terminator ends 3 bytes after that:
+    # the restored buffer loses its first 3 bytes, leaving "b\ncc\n".
+    assert chat.items == [b"a", b"bb", b"b", b"cc"]
+    assert chat.ac_in_buffer == b""
 
 
 def test_int_terminator_after_an_item_in_the_same_read(chat, peer, private_map):
@@ -775,3 +831,124 @@ def test_gathered_send_to_a_reset_client_closes_quietly(private_map):
     assert logged == []
     # Nothing counts as sent that did not leave.
     assert b"".join(channel.producer_fifo) == b"250 one\r\n250 two\r\n"
+
+
+class CountingSocket(socket.socket):
+    """Counts the system calls that send: send() and sendmsg()."""
+
+    calls = 0
+
+    def send(self, *args, **kwargs):
+        type(self).calls += 1
+        return socket.socket.send(self, *args, **kwargs)
+
+    def sendmsg(self, *args, **kwargs):
+        type(self).calls += 1
+        return socket.socket.sendmsg(self, *args, **kwargs)
+
+
+@pytest.fixture
+def counting_session(private_map, monkeypatch):
+    """Starts sessions on a RecordingServer whose channels send through a
+    CountingSocket; yields a function (channel_class=None) that returns
+    (channel, client) once the greeting is read."""
+    monkeypatch.setattr(CountingSocket, "calls", 0)
+    # This class's sendmsg() is to count as the kernel's own.
+    monkeypatch.setattr(asynchat, "_PLAIN_SENDMSG", CountingSocket.sendmsg)
+    server = RecordingServer(("127.0.0.1", 0), None, map=private_map)
+    clients = []
+
+    def start(channel_class=None):
+        if channel_class is not None:
+            server.channel_class = channel_class
+        client = socket.create_connection(server_address(server), timeout=TIMEOUT)
+        clients.append(client)
+        asyncore.loop(timeout=TIMEOUT, count=1, map=private_map)  # accept
+        (channel,) = [d for d in private_map.values() if d is not server]
+        plain = channel.socket
+        channel.socket = CountingSocket(plain.family, plain.type, fileno=plain.detach())
+        assert recv_exactly(client, len(GREETING)) == GREETING
+        CountingSocket.calls = 0
+        return channel, client
+
+    yield start
+    for client in clients:
+        client.close()
+    server.close()
+
+
+def send_one_read(client, channel, data):
+    """Send ``data`` and have ``channel`` take it in one handle_read()."""
+    client.sendall(data)
+    assert select.select([channel.socket], [], [], TIMEOUT)[0]
+    channel.handle_read()
+
+
+@pytest.mark.parametrize("commands", [2, 20])
+def test_replies_to_one_read_leave_in_one_system_call(counting_session, commands):
+    """The replies to all the commands of one read are sent together, by
+    one sendmsg(): what makes pipelining cheap (see benchmarks/)."""
+    channel, client = counting_session()
+    send_one_read(client, channel, b"NOOP\r\n" * commands)
+    assert recv_exactly(client, 8 * commands) == b"250 OK\r\n" * commands
+    assert CountingSocket.calls == 1
+
+
+def test_a_subclass_command_interrupts_the_batch(counting_session):
+    """A command a subclass adds runs as with Python's smtpd: what it
+    pushes leaves at once.  The replies after it are batched again."""
+
+    class WithXyzzy(smtpd_compat.SMTPChannel):
+        def smtp_XYZZY(self, arg):
+            self.push("250 nothing happens")
+            self.calls_after_push = CountingSocket.calls
+
+    channel, client = counting_session(WithXyzzy)
+    assert channel._ac_batching()
+    send_one_read(client, channel, b"NOOP\r\nXYZZY\r\nNOOP\r\nNOOP\r\n")
+    expected = b"250 OK\r\n250 nothing happens\r\n250 OK\r\n250 OK\r\n"
+    assert recv_exactly(client, len(expected)) == expected
+    # The first NOOP's reply, then XYZZY's, then the last two together.
+    assert channel.calls_after_push == 2
+    assert CountingSocket.calls == 3
+
+
+@pytest.mark.parametrize("where", ["instance", "class"])
+def test_push_replaced_later_sends_each_reply_at_once(
+    counting_session, monkeypatch, where
+):
+    """A push() put on a channel, or on SMTPChannel, after its class was
+    found fit for batching ends the batching: each reply leaves when it
+    is pushed, as the replacement may expect of Python's smtpd."""
+    channel, client = counting_session()
+    assert channel._ac_batching()  # the class's verdict is now cached
+    original = smtpd_compat.SMTPChannel.push
+    calls_after_push = []
+
+    def push(self, msg):
+        original(self, msg)
+        calls_after_push.append(CountingSocket.calls)
+
+    if where == "instance":
+        channel.push = lambda msg: push(channel, msg)
+    else:
+        monkeypatch.setattr(smtpd_compat.SMTPChannel, "push", push)
+    send_one_read(client, channel, b"NOOP\r\nNOOP\r\n")
+    assert recv_exactly(client, 16) == b"250 OK\r\n" * 2
+    assert calls_after_push == [1, 2]
+
+
+def test_quit_closes_at_the_next_write_event(counting_session):
+    """After QUIT the channel stays open until the loop's next write event,
+    as with Python's smtpd: handle_close() is not called by the read."""
+    channel, client = counting_session()
+    assert channel._ac_batching()
+    send_one_read(client, channel, b"NOOP\r\nQUIT\r\n")
+    assert recv_exactly(client, 17) == b"250 OK\r\n221 Bye\r\n"
+    assert channel.connected
+    assert list(channel.producer_fifo) == [None]
+    assert channel.writable()
+    channel.handle_write()
+    assert not channel.connected
+    assert channel not in channel._map.values()
+    assert recv_to_eof(client) == b""

@@ -287,6 +287,27 @@ def test_command_after_close_when_done_runs_on_an_open_channel(serve, connect):
     assert seen == [True]
 
 
+def test_terminator_set_by_a_data_override_ends_the_message(serve, connect):
+    """A subclass's smtp_DATA that sets a terminator of its own: that
+    terminator alone ends the message.  A "." line right after DATA is
+    then text of the message, as in 3.11 (not the end of an empty one)."""
+
+    class Channel(smtpd_compat.SMTPChannel):
+        def smtp_DATA(self, arg):
+            super().smtp_DATA(arg)
+            self.set_terminator(b"\r\nEND\r\n")
+
+    class Server(RecordingServer):
+        channel_class = Channel
+
+    server = serve(Server)
+    client = connect(server)
+    _start_message(client)
+    assert client.cmd(b".\r\nbody\r\n..x\r\nEND") == b"250 OK\r\n"
+    assert client.cmd(b"NOOP") == b"250 OK\r\n"
+    assert [d.data for d in server.deliveries] == [b"\nbody\n.x"]
+
+
 def test_unknown_state_set_by_a_subclass(serve, connect):
     """Neither COMMAND nor DATA: every line gets 3.11's 451 Internal
     confusion, and its length no longer counts toward the line limit."""
@@ -582,22 +603,32 @@ def test_channels_are_asynchat_async_chat_instances(sockpair, private_map):
     assert isinstance(channel, smtpd_compat.asynchat.async_chat)
 
 
-def test_one_async_chat_to_patch(sockpair, private_map):
+def test_one_async_chat_to_patch():
     import asynchat
 
     if sys.version_info < (3, 12):
         # The standard library's asynchat stays; ours derives from it.
         assert asynchat is not smtpd_compat.asynchat
         assert asynchat.__file__.startswith(sysconfig.get_paths()["stdlib"])
-        return
-    assert asynchat is smtpd_compat.asynchat
+        assert issubclass(smtpd_compat.asynchat.async_chat, asynchat.async_chat)
+    else:
+        assert asynchat is smtpd_compat.asynchat
+
+
+def test_a_double_for_asynchat_push_sees_each_channels_output(sockpair, private_map):
+    """mock.patch("asynchat.async_chat.push") is called with every reply of
+    every channel, as it was with Python's smtpd: on 3.12+ that asynchat
+    is ours, before it our push() hands over to the double."""
+    import asynchat
+
     original = asynchat.async_chat.push
     with mock.patch("asynchat.async_chat.push", autospec=True) as push:
         push.side_effect = original
-        smtpd_compat.SMTPChannel(
+        channel = smtpd_compat.SMTPChannel(
             DummyServer(), sockpair[0], ("127.0.0.1", 1), map=private_map
         )
     [call] = push.call_args_list
+    assert call.args[0] is channel
     assert call.args[1].startswith(b"220 ")
     assert sockpair[1].recv(100) == call.args[1]
 
