@@ -7,6 +7,7 @@ on real sockets through the ``serve``/``connect`` fixtures of conftest.
 
 import hmac
 import io
+import re
 
 import pytest
 from conftest import RecordingServer, do_transaction, wait_for
@@ -84,9 +85,34 @@ def test_cram_md5_challenges_differ():
     assert _auth.cram_md5_challenge("h") != _auth.cram_md5_challenge("h")
 
 
+def test_cram_md5_challenge_form():
+    """<random.timestamp@host> (RFC 2195), in ASCII whatever the host name;
+    an Exchange made without one names localhost."""
+    challenge = _auth.cram_md5_challenge("m\u00e4il.example")
+    assert re.fullmatch(rb"<\d+\.\d+@m\?il\.example>", challenge)
+    default = _auth.decode_base64(_auth.Exchange("CRAM-MD5", None).start())
+    assert re.fullmatch(rb"<\d+\.\d+@localhost>", default)
+
+
+def test_cram_md5_response_is_split_at_its_last_space():
+    split = _auth.split_cram_md5_response
+    assert split(b"john smith 0A1b") == ("john smith", "0a1b")
+    for bad in (b"no-space", b" 0a1b", b"ann ", b""):
+        with pytest.raises(_auth.AuthError) as info:
+            split(bad)
+        assert info.value.reply == _auth.CANNOT_DECODE
+
+
+def test_auth_error_is_its_reply():
+    error = _auth.AuthError(_auth.FAILED)
+    assert error.reply == _auth.FAILED
+    assert error.args == (_auth.FAILED,)
+
+
 def test_cram_md5_refuses_an_initial_response_and_a_bad_one():
-    with pytest.raises(_auth.AuthError):
+    with pytest.raises(_auth.AuthError) as info:
         _auth.Exchange("CRAM-MD5", b64("ann x")).start()
+    assert info.value.reply == "501 5.5.4 Initial response not allowed for CRAM-MD5"
     exchange = _auth.Exchange("CRAM-MD5", None)
     exchange.start()
     with pytest.raises(_auth.AuthError):
@@ -121,10 +147,18 @@ def test_verify_with_a_mapping_and_a_callable():
     assert not _auth.verify(check, "c", _auth.Credentials("CRAM-MD5", "ann", "d"))
 
 
+def test_an_exchange_shows_only_its_mechanism():
+    exchange = _auth.Exchange("LOGIN", b64("ann"))
+    assert repr(exchange) == "<Exchange LOGIN>"
+
+
 def test_secrets_stay_out_of_reprs_and_logs():
     credentials = _auth.Credentials("PLAIN", "ann", "s3cret")
-    assert "s3cret" not in repr(credentials)
+    assert repr(credentials) == (
+        "Credentials(mechanism='PLAIN', login='ann', secret='***')"
+    )
     assert _auth.redacted(b"AUTH PLAIN AGFubgBzM2NyZXQ=") == b"AUTH PLAIN ***"
+    assert _auth.redacted(b"AUTH PLAIN two words") == b"AUTH PLAIN ***"
     assert _auth.redacted(b"AUTH LOGIN") == b"AUTH LOGIN"
 
 
