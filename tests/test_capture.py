@@ -3,6 +3,8 @@
 import dataclasses
 import smtplib
 import threading
+import time
+import types
 
 import pytest
 from conftest import TIMEOUT, RawClient
@@ -158,9 +160,10 @@ def test_wait_for_timeout_says_what_arrived(sinks):
     sink.wait_for(1, timeout=TIMEOUT)
     with pytest.raises(TimeoutError) as info:
         sink.wait_for(2, timeout=0.1)
-    text = str(info.value)
-    assert "expected 2 messages within 0.1 s, 1 arrived" in text
-    assert "from a@example.com to b@example.com, Subject: hello" in text
+    assert str(info.value) == (
+        "expected 2 messages within 0.1 s, 1 arrived: "
+        "message from a@example.com to b@example.com, Subject: hello"
+    )
 
 
 def test_wait_for_wakes_when_mail_arrives_from_another_thread(sinks):
@@ -253,11 +256,12 @@ def test_server_usable_without_the_controller():
 
 def test_controller_methods_need_a_started_server():
     sink = CapturingController()
-    with pytest.raises(RuntimeError):
+    message = "^the controller has not been started$"
+    with pytest.raises(RuntimeError, match=message):
         _ = sink.messages
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=message):
         sink.wait_for(1, timeout=0)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=message):
         sink.clear()
 
 
@@ -266,3 +270,88 @@ def test_messages_stay_readable_after_stop():
         send(sink)
         sink.wait_for(1, timeout=TIMEOUT)
     assert len(sink.messages) == 1
+
+
+@pytest.fixture
+def server():
+    """A CapturingServer fed by calling process_message() directly."""
+    server = CapturingServer(("127.0.0.1", 0), None, map={})
+    yield server
+    server.close()
+
+
+def test_shortfall_lists_each_message_received(server):
+    server.process_message(("127.0.0.1", 1), "a@b", ["c@d", "e@f"], b"Subject: Hi\n\nx")
+    server.process_message(("127.0.0.1", 1), "a@b", ["c@d"], b"no headers")
+    with pytest.raises(TimeoutError) as info:
+        server.wait_for(3, timeout=0)
+    assert str(info.value) == (
+        "expected 3 messages within 0 s, 2 arrived: "
+        "message from a@b to c@d, e@f, Subject: Hi; "
+        "message from a@b to c@d, Subject: (none)"
+    )
+    server.clear()
+    with pytest.raises(TimeoutError) as info:
+        server.wait_for(1, timeout=0)
+    assert str(info.value) == "expected 1 message within 0 s, 0 arrived"
+
+
+class JumpingClock:
+    """monotonic() that moves an hour on at each reading."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        self.now += 3600
+        return self.now
+
+
+def test_wait_for_defaults_to_one_message_within_five_seconds(
+    server, sinks, monkeypatch
+):
+    """(A clock that jumps makes every wait time out at once.)"""
+    monkeypatch.setattr(
+        "smtpd_compat.capture.time",
+        types.SimpleNamespace(monotonic=JumpingClock().monotonic),
+    )
+    expected = "^expected 1 message within 5 s, 0 arrived$"
+    with pytest.raises(TimeoutError, match=expected):
+        server.wait_for()
+    with pytest.raises(TimeoutError, match=expected):
+        sinks().wait_for()
+
+
+def test_wait_for_waits_out_its_last_second(server):
+    """A message that comes while less than a second is left is still
+    taken."""
+    timer = threading.Timer(
+        0.05,
+        server.process_message,
+        (("127.0.0.1", 1), "a@b", ["c@d"], b"late"),
+    )
+    started = time.monotonic()
+    timer.start()
+    try:
+        [mail] = server.wait_for(1, timeout=0.9)
+    finally:
+        timer.join(TIMEOUT)
+    assert mail.data == b"late"
+    assert time.monotonic() - started < 0.9
+
+
+def test_every_option_and_text_data_are_kept(server):
+    """Envelope parameters as passed, and text (decode_data=True) whose
+    bytes were not UTF-8 (kept as surrogate escapes) parsed as bytes."""
+    server.process_message(
+        ("127.0.0.1", 1),
+        "a@b",
+        ["c@d"],
+        "Subject: raw\n\n\udcff",
+        mail_options=["BODY=8BITMIME"],
+        rcpt_options=["NOTIFY=NEVER"],
+    )
+    [mail] = server.messages
+    assert mail.mail_options == ("BODY=8BITMIME",)
+    assert mail.rcpt_options == ("NOTIFY=NEVER",)
+    assert mail.message.get_payload(decode=True) == b"\xff"

@@ -1,5 +1,6 @@
 """smtpd_compat.controller: running a server in a thread for test suites."""
 
+import functools
 import gc
 import os
 import smtplib
@@ -153,12 +154,16 @@ def test_factory_builds_the_server(controllers):
 
 
 def test_class_or_factory_exactly_one():
-    with pytest.raises(TypeError):
+    one = "^Controller\\(\\) needs either a server class or factory=$"
+    with pytest.raises(TypeError, match=one):
         Controller()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=one):
         Controller(RecordingServer, factory=lambda localaddr, sock_map: None)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError) as info:
         Controller(factory=lambda localaddr, sock_map: None, decode_data=True)
+    assert str(info.value) == (
+        "server arguments cannot be combined with factory=; let the factory pass them"
+    )
 
 
 def test_start_while_running_is_refused(controllers):
@@ -182,8 +187,12 @@ def test_server_ignoring_the_map_argument_is_refused(leak_check):
             RecordingServer.__init__(self, localaddr, remoteaddr)
 
     global_map_before = dict(asyncore.socket_map)
-    with pytest.raises(TypeError, match="factory="):
+    with pytest.raises(TypeError) as info:
         Controller(OldStyleServer).start()
+    assert str(info.value) == (
+        "OldStyleServer did not register in the socket map it was given; "
+        "pass map= on to SMTPServer.__init__, or use factory="
+    )
     assert asyncore.socket_map == global_map_before
 
 
@@ -363,8 +372,16 @@ def test_blocked_handler_makes_stop_raise_and_stop_can_be_retried(leak_check):
     sender.start()
     try:
         assert entered.wait(TIMEOUT)
-        with pytest.raises(ControllerError, match="did not end"):
+        with pytest.raises(ControllerError) as info:
             controller.stop(timeout=0.2)
+        assert str(info.value) == (
+            "the loop thread of %r did not end within 0.2 s "
+            "(is a handler blocked?)" % controller
+        )
+        # Without a timeout, stop() waits stop_timeout seconds.
+        controller.stop_timeout = 0.3
+        with pytest.raises(ControllerError, match="did not end within 0.3 s"):
+            controller.stop()
         assert controller.running
     finally:
         release.set()
@@ -430,7 +447,10 @@ def test_server_hanging_up_at_once_fails_start(leak_check):
 
     with pytest.raises(ControllerError) as info:
         Controller(HangUpServer, ready_timeout=1.0).start()
-    assert isinstance(info.value.__cause__, ConnectionError)
+    # The probe has sent nothing: the server's close is a plain end of
+    # stream, never a reset.
+    assert type(info.value.__cause__) is ConnectionError
+    assert str(info.value.__cause__) == "the server closed without a greeting"
 
 
 def test_a_hang_up_stays_the_cause_when_a_later_probe_times_out(
@@ -542,3 +562,35 @@ def test_peer_closed_is_seen_by_raw_clients_after_stop(leak_check):
             client.cmd("NOOP")
     finally:
         client.close()
+
+
+def test_defaults_and_repr_before_start():
+    controller = Controller(factory=functools.partial(RecordingServer, None))
+    assert (controller.ready_timeout, controller.stop_timeout) == (5.0, 5.0)
+    assert controller.poll_interval == 0.5
+    assert (controller.host, controller.port, controller.ca_file) == (None,) * 3
+    # A factory without a __name__ is called "server".
+    assert repr(controller) == "<Controller server stopped at None:None>"
+    controller = Controller(RecordingServer, stop_timeout=2.5)
+    assert controller.stop_timeout == 2.5
+    assert repr(controller) == "<Controller RecordingServer stopped at None:None>"
+
+
+def test_loop_thread_is_a_named_daemon():
+    with Controller(RecordingServer) as controller:
+        [thread] = [t for t in threading.enumerate() if t.name.startswith("smtpd-")]
+        assert thread.name == "smtpd-controller-%d" % controller.port
+        assert thread.daemon
+
+
+def test_a_factory_result_without_a_socket_is_refused():
+    class Socketless(asyncore.dispatcher):
+        pass
+
+    def factory(localaddr, sock_map):
+        server = Socketless(map=sock_map)
+        server.add_channel()  # registered, as the map check asks, but no socket
+        return server
+
+    with pytest.raises(TypeError, match="^Socketless has no socket$"):
+        Controller(factory=factory).start()

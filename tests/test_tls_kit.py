@@ -16,6 +16,7 @@ import threading
 import pytest
 from conftest import TIMEOUT, requires_ipv6
 
+from smtpd_compat import controller as controller_module
 from smtpd_compat.capture import CapturedMessage, CapturingController, CapturingServer
 from smtpd_compat.controller import Controller, ControllerError
 
@@ -183,19 +184,35 @@ def test_auth_required_with_an_own_authenticator(recorder):
     assert keywords == {"authenticator": check, "auth_required": True}
 
 
+CONTEXT_GIVEN = (
+    "tls=/starttls=/smtps= make the server's context; "
+    "do not give tls_context= or ssl_context= as well"
+)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"starttls": True, "smtps": True}, "exclude each other"),
-        ({"auth_required": True}, "needs auth="),
-        ({"auth": USERS, "authenticator": dict.get}, "either auth= or"),
-        ({"tls": True, "tls_context": None}, "make the server's context"),
-        ({"smtps": True, "ssl_context": None}, "make the server's context"),
+        (
+            {"starttls": True, "smtps": True},
+            "starttls=True and smtps=True exclude each other",
+        ),
+        (
+            {"auth_required": True},
+            "auth_required=True needs auth={user: password}",
+        ),
+        (
+            {"auth": USERS, "authenticator": dict.get},
+            "give either auth= or authenticator=, not both",
+        ),
+        ({"tls": True, "tls_context": None}, CONTEXT_GIVEN),
+        ({"smtps": True, "ssl_context": None}, CONTEXT_GIVEN),
     ],
 )
 def test_contradictory_options(kwargs, message):
-    with pytest.raises(TypeError, match=message):
+    with pytest.raises(TypeError) as info:
         Controller(CapturingServer, **kwargs)
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize("option", ["tls", "smtps", "auth"])
@@ -209,14 +226,56 @@ def test_options_do_not_combine_with_a_factory(option):
 def test_missing_trustme_names_the_extra(monkeypatch, option):
     # None in sys.modules makes "import trustme" fail as if not installed.
     monkeypatch.setitem(sys.modules, "trustme", None)
-    with pytest.raises(ImportError, match=r"pip install 'smtpd-compat\[tls\]'"):
+    with pytest.raises(ImportError) as info:
         CapturingController(**{option: True})
+    assert str(info.value) == (
+        "TLS in the smtpd_compat test kit needs the trustme package, which "
+        "makes its throw-away certificates: pip install 'smtpd-compat[tls]'"
+    )
+    assert info.value.name == "trustme"
 
 
 def test_no_trustme_needed_without_tls(monkeypatch, recorder):
     monkeypatch.setitem(sys.modules, "trustme", None)
     with CapturingController(recorder, auth=USERS) as sink:
         assert sink.ca_file is None
+
+
+@pytest.mark.parametrize(
+    ("host", "extra"),
+    [
+        ("", []),
+        ("0.0.0.0", []),
+        ("::", []),
+        ("127.0.0.1", []),
+        ("localhost", []),
+        ("mail.test", ["mail.test"]),
+    ],
+)
+def test_certificate_names_for_a_bound_host(host, extra):
+    """Every name a local client may dial, and the host the server was
+    bound to (unless a wildcard, or already there)."""
+    names = controller_module._certificate_names(host)
+    assert names == ["localhost", "127.0.0.1", "::1", *extra]
+
+
+def test_ca_file_lives_in_a_directory_of_its_own(recorder):
+    sink = CapturingController(recorder, tls=True).start()
+    try:
+        directory, name = os.path.split(sink.ca_file)
+        assert name == "ca.pem"
+        assert os.path.basename(directory).startswith("smtpd-compat-ca-")
+        # A directory removed behind the controller's back is no error.
+        os.remove(sink.ca_file)
+        os.rmdir(directory)
+    finally:
+        sink.stop()
+    assert not os.path.exists(directory)
+
+
+def test_client_context_needs_a_started_controller():
+    with pytest.raises(RuntimeError, match="^the controller has not been started$"):
+        Controller(CapturingServer, tls=True).client_context()
 
 
 def test_tls_and_smtps_together_mean_implicit_tls():
