@@ -466,8 +466,7 @@ def cli(request):
     return request.getfixturevalue("main_in_process")
 
 
-@pytest.fixture
-def swaks():
+def swaks_path():
     """The path of swaks; a skip without it, but a failure under CI."""
     path = shutil.which("swaks")
     if path is None:
@@ -475,6 +474,12 @@ def swaks():
             pytest.fail("swaks is required in CI (apt-get install swaks)")
         pytest.skip("swaks is not installed")
     return path
+
+
+@pytest.fixture
+def swaks():
+    """The path of swaks (see swaks_path)."""
+    return swaks_path()
 
 
 def swaks_session(

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import pytest
-from conftest import TIMEOUT, subprocess_env
+from conftest import TIMEOUT, subprocess_env, swaks_path
 
 from smtpd_compat.capture import CapturingController
 
@@ -173,16 +173,6 @@ def message_text() -> str:
 def send_one_message(host: str, port: int) -> None:
     with smtplib.SMTP(host, port, timeout=TIMEOUT) as client:
         client.sendmail(SENDER, [RECIPIENT], message_text())
-
-
-def swaks_path() -> str:
-    """The path of swaks; a skip without it, but a failure under CI."""
-    path = shutil.which("swaks")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("swaks is required in CI (apt-get install swaks)")
-        pytest.skip("swaks is not installed")
-    return path
 
 
 # -- what the examples need besides their own text ---------------------------
